@@ -1,0 +1,59 @@
+"""Converted-model folders: ``model.json`` (family + config), Orbax ``params/``, tokenizer files.
+
+This is the format ``medvlsm-convert`` writes and :func:`medvlsm_jax.load` reads. It holds no
+torch objects; only numpy arrays saved with Orbax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+# every array a converted model carries: trainable parameters and BatchNorm statistics
+_WEIGHTS = nnx.Any(nnx.Param, nnx.BatchStat)
+
+MODEL_JSON = "model.json"
+PARAMS_DIR = "params"
+TOKENIZER_DIR = "tokenizer"
+
+
+def save_model(dst: str, family: str, config: dict[str, Any], model: nnx.Module, extra: dict | None = None) -> None:
+    """Writes ``model`` (all nnx.Param and nnx.BatchStat leaves) and its config under ``dst``."""
+    dst = os.path.abspath(dst)
+    os.makedirs(dst, exist_ok=True)
+    state = nnx.state(model, _WEIGHTS).to_pure_dict()
+    state = jax.tree.map(np.asarray, state)
+    path = os.path.join(dst, PARAMS_DIR)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, state, force=True)
+    meta = {"family": family, "config": config}
+    if extra:
+        meta.update(extra)
+    with open(os.path.join(dst, MODEL_JSON), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+
+
+def read_model_json(src: str) -> dict[str, Any]:
+    path = os.path.join(src, MODEL_JSON)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{src} is not a converted model folder: {MODEL_JSON} is missing "
+                                "(create one with `medvlsm-convert`)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_params(src: str, model: nnx.Module) -> nnx.Module:
+    """Restores the saved leaves into ``model`` (built with the same config) in place."""
+    state = nnx.state(model, _WEIGHTS)
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.to_pure_dict())
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore(os.path.join(os.path.abspath(src), PARAMS_DIR), target)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    return model
