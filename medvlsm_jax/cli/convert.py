@@ -1,0 +1,45 @@
+"""``medvlsm-convert FAMILY SRC DST``: PyTorch weights -> a medvlsm-jax model folder.
+
+Needs the optional torch extra (``pip install 'medvlsm-jax[torch]'``); nothing else does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# family -> module of weight_conversion with convert(src, dst) -> ConversionReport
+CONVERTERS = {
+    "clipseg": "weight_conversion.clipseg",
+    "cris": "weight_conversion.cris",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medvlsm-convert", description=__doc__.splitlines()[0])
+    parser.add_argument("family", choices=sorted(CONVERTERS))
+    parser.add_argument("src", help="local PyTorch checkpoint (file or model folder)")
+    parser.add_argument("dst", help="output folder (Orbax params, model.json, tokenizer/)")
+    args = parser.parse_args(argv)
+    try:
+        module = importlib.import_module(CONVERTERS[args.family])
+    except ImportError as e:
+        print(f"medvlsm-convert: {e}. Install the conversion extra: pip install 'medvlsm-jax[torch]'",
+              file=sys.stderr)
+        return 2
+    from weight_conversion.rules import ConversionError
+
+    try:
+        report = module.convert(args.src, args.dst)
+    except (ConversionError, FileNotFoundError) as e:
+        print(f"medvlsm-convert: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.family}: {report.summary()} -> {args.dst}")
+    for key in report.kept_init:
+        print(f"  left at initialisation: {key}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
