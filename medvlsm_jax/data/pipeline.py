@@ -1,0 +1,265 @@
+"""grain input pipelines: :func:`make_loader`.
+
+Order of operations (all deterministic given ``seed``)::
+
+    (dataset_id, record index) for each member  -> concatenate (pooled sets)
+    -> shard [shard_index::shard_count] -> shuffle (train) -> pad (eval)
+    -> repeat(num_epochs) -> read + prompt choice + preprocess (random_map)
+    -> batch -> tokenize -> IterDataset (-> worker processes)
+
+Pooled sets concatenate their members and shuffle the union, as the original's
+``ConcatDataset`` + shuffling ``DataLoader`` do; each example keeps its ``dataset_id``. Shuffling
+and prompt draws are re-seeded per epoch. Evaluation (``drop_remainder=False``) never drops: each
+shard is padded to the same number of full batches and padding examples have ``valid=False``,
+``index=-1`` and ``dataset_id=-1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import numpy as np
+from absl import flags
+
+from medvlsm_jax.data import io as data_io
+from medvlsm_jax.data.errors import DataError
+from medvlsm_jax.data.preprocessing import PreprocessSpec, get_preprocessing, make_tokenizer, preprocess
+from medvlsm_jax.data.prompts import PromptChoice, check_prompt, parse_prompt, select_prompt
+from medvlsm_jax.data.registry import get_spec, members
+from medvlsm_jax.data.sources import load_builder, raw_source, source_key
+
+log = logging.getLogger(__name__)
+PAD = (-1, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tag:
+    """Record index -> (dataset_id, index)."""
+
+    dataset_id: int
+
+    def __call__(self, index: int) -> tuple[int, int]:
+        return self.dataset_id, int(index)
+
+
+def _pad_item(_: int) -> tuple[int, int]:
+    return PAD
+
+
+def _as_str(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadExample:
+    """(dataset_id, index), rng -> one preprocessed example (picklable for worker processes)."""
+
+    sources: Mapping[int, Any]
+    choice: PromptChoice
+    spec: PreprocessSpec
+
+    def __call__(self, item: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
+        dataset_id, index = item
+        if dataset_id < 0:
+            return self._padding()
+        rec = self.sources[dataset_id][index]
+        prompts = {k: [_as_str(v) for v in vs] for k, vs in rec["prompts"].items()}
+        pixels, mask = preprocess(data_io.decode_image(rec["image"]),
+                                  data_io.decode_mask(rec["mask"]), self.spec)
+        return {
+            "pixel_values": pixels,
+            "mask": mask,
+            "prompt": select_prompt(self.choice, prompts, rng),
+            "valid": np.bool_(True),
+            "index": np.int32(index),
+            "dataset_id": np.int32(dataset_id),
+            "orig_size": np.array([rec["height"], rec["width"]], np.int32),
+            "img_name": _as_str(rec["img_name"]),
+            "mask_name": _as_str(rec["mask_name"]),
+        }
+
+    def _padding(self) -> dict[str, Any]:
+        h, w = self.spec.image_size
+        return {
+            "pixel_values": np.zeros((h, w, 3), np.float32),
+            "mask": np.zeros((h, w), np.float32),
+            "prompt": "",
+            "valid": np.bool_(False),
+            "index": np.int32(-1),
+            "dataset_id": np.int32(-1),
+            "orig_size": np.zeros(2, np.int32),
+            "img_name": "",
+            "mask_name": "",
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tokenize:
+    """Adds ``input_ids`` and ``attention_mask`` (int32 (B, L)) from the batch's prompts."""
+
+    tokenizer: Any
+    max_length: int
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer([str(p) for p in batch["prompt"]], max_length=self.max_length)
+        batch["input_ids"] = np.asarray(enc["input_ids"], np.int32)
+        batch["attention_mask"] = np.asarray(enc["attention_mask"], np.int32)
+        return batch
+
+
+@dataclasses.dataclass
+class Loader:
+    """Iterable over batches (dicts of numpy arrays; keys in :func:`make_loader`).
+
+    ``iter(loader)`` returns a grain ``DatasetIterator``: ``get_state()`` / ``set_state()``
+    checkpoint and restore it mid-epoch with identical continuation.
+    """
+
+    dataset: grain.IterDataset
+    datasets: tuple[str, ...]
+    split: str
+    batch_size: int
+    num_examples: int  # real examples in this shard, one epoch
+    steps_per_epoch: int
+    num_epochs: int | None
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return iter(self.dataset)
+
+    @property
+    def num_steps(self) -> int | None:
+        """Total batches over all epochs, or None when repeating forever."""
+        if self.num_epochs is None:
+            return None
+        if self.steps_per_epoch * self.batch_size >= self.num_examples:  # padded epochs
+            return self.steps_per_epoch * self.num_epochs
+        return self.num_examples * self.num_epochs // self.batch_size
+
+
+def _member_indices(names: tuple[str, ...], split: str, key: str
+                    ) -> tuple[grain.MapDataset, dict[int, Any]]:
+    """(dataset_id, index) pairs of every member's split, concatenated in member order.
+
+    A pooled set skips (with a warning) members whose split is optional and was not built,
+    e.g. CAMUS train, whose annotation file the release lacks."""
+    parts, sources = [], {}
+    for name in names:
+        spec = get_spec(name)
+        built = load_builder(name, key).info.splits
+        if split not in built and len(names) > 1 and split in spec.optional_splits:
+            log.warning("%s: no %s split built; left out of the pooled set", name, split)
+            continue
+        source = raw_source(name, split, key)
+        sources[spec.dataset_id] = source
+        parts.append(grain.MapDataset.range(len(source)).map(_Tag(spec.dataset_id)))
+    ds = parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)
+    return ds, sources
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app, use their defaults."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _check_prompt_on_all(choice: PromptChoice, names: tuple[str, ...]) -> None:
+    """One DataError naming every member dataset that cannot serve ``choice``."""
+    problems = []
+    for name in names:
+        try:
+            check_prompt(choice, name, get_spec(name).prompt_keys)
+        except DataError as err:
+            problems.append(str(err))
+    if problems:
+        raise DataError("; ".join(problems))
+
+
+def make_loader(
+    dataset: str,
+    split: str,
+    model: str,
+    prompt: str,
+    batch_size: int,
+    *,
+    seed: int = 42,
+    data_dir: str | None = None,
+    shuffle: bool | None = None,
+    num_epochs: int | None = 1,
+    drop_remainder: bool | None = None,
+    worker_count: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    tokenizer: Any = None,
+    prompt_override: str | None = None,
+    read_threads: int = 2,
+    prefetch_batches: int = 2,
+) -> Loader:
+    """A batched, preprocessed, tokenized loader over ``dataset``'s ``split``.
+
+    Args:
+      dataset: a dataset name, ``pooled_polyp`` or ``pooled_all``.
+      split: ``train``, ``val`` or ``test``.
+      model: a key of :data:`medvlsm_jax.data.preprocessing.PREPROCESSING` (e.g. ``clipseg``).
+      prompt: ``pN``, ``random`` or ``""`` (see :mod:`medvlsm_jax.data.prompts`).
+      batch_size: examples per batch (per process when sharded).
+      seed: seeds shuffling and prompt draws.
+      data_dir: where the datasets were built (default ``$MEDVLSM_DATA_DIR`` or
+        ``~/medvlsm_data/tfds``).
+      shuffle / drop_remainder: default to ``split == "train"``; without dropping, the last
+        batch is padded and marked ``valid=False``.
+      num_epochs: epochs to iterate (``None``: forever).
+      worker_count: grain worker processes (0: read in this process with ``read_threads``).
+      shard_index / shard_count: this process's shard (default 0 / 1; pass
+        ``jax.process_index()`` / ``jax.process_count()`` on multi-host runs).
+      tokenizer: callable ``tok(texts, max_length=L)`` -> dict with ``input_ids`` and
+        ``attention_mask``; defaults to the model's tokenizer.
+      prompt_override: a fixed text for every example (takes precedence over ``prompt``).
+
+    Batches hold ``pixel_values`` float32 (B, H, W, 3), ``mask`` float32 (B, H, W) in {0, 1},
+    ``input_ids`` / ``attention_mask`` int32 (B, L) (text models), ``valid`` bool (B,),
+    ``index`` / ``dataset_id`` int32 (B,), ``orig_size`` int32 (B, 2) as (height, width), and
+    ``img_name`` / ``mask_name`` / ``prompt`` string arrays (B,).
+    """
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    shard_index, shard_count = (shard_index or 0), (shard_count or 1)
+    if not 0 <= shard_index < shard_count:
+        raise DataError(f"shard_index {shard_index} out of range for shard_count {shard_count}")
+    shuffle = split == "train" if shuffle is None else shuffle
+    drop_remainder = split == "train" if drop_remainder is None else drop_remainder
+    names = members(dataset)
+    choice = parse_prompt(prompt, prompt_override)
+    _check_prompt_on_all(choice, names)
+    spec = get_preprocessing(model)
+
+    ds, sources = _member_indices(names, split, source_key(data_dir))
+    total = len(ds)
+    ds = ds[shard_index::shard_count]
+    num_examples = len(ds)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    if drop_remainder:
+        steps = num_examples // batch_size
+    else:
+        steps = math.ceil(math.ceil(total / shard_count) / batch_size)
+        pad = steps * batch_size - num_examples
+        if pad:
+            ds = grain.MapDataset.concatenate([ds, grain.MapDataset.range(pad).map(_pad_item)])
+    if num_epochs != 1:
+        ds = ds.repeat(num_epochs)
+    ds = ds.random_map(_ReadExample(sources, choice, spec), seed=seed)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if spec.text is not None:
+        tok = tokenizer if tokenizer is not None else make_tokenizer(spec.text)
+        ds = ds.map(_Tokenize(tok, spec.text.max_length))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                              prefetch_buffer_size=prefetch_batches))
+    if worker_count > 0:
+        _ensure_absl_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return Loader(it, names, split, batch_size, num_examples, steps, num_epochs)

@@ -1,0 +1,83 @@
+"""Building datasets and reading their records back (random access, no TensorFlow)."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from medvlsm_jax.data import io as data_io
+from medvlsm_jax.data.builders import builder_class
+from medvlsm_jax.data.builders.base import RAW_DECODERS, MedvlsmBuilder
+from medvlsm_jax.data.errors import DataError
+from medvlsm_jax.data.registry import default_data_dir
+
+
+def resolve_data_dir(data_dir: str | pathlib.Path | None) -> pathlib.Path:
+    """``data_dir`` or the default (``$MEDVLSM_DATA_DIR`` or ``~/medvlsm_data/tfds``)."""
+    return pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
+def build_dataset(name: str, *, manual_dir: str | pathlib.Path | None = None,
+                  data_dir: str | pathlib.Path | None = None,
+                  overwrite: bool = False) -> MedvlsmBuilder:
+    """Build ``name`` from its medvlsm-layout ``manual_dir`` into ``data_dir`` (ArrayRecord).
+
+    ``manual_dir`` holds ``<name>/{images,masks,anns}`` (or is that folder itself); it defaults
+    to TFDS's ``<data_dir>/downloads/manual``. Synthetic sets are generated there when absent.
+    An existing build is reused unless ``overwrite``.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    manual = pathlib.Path(manual_dir).expanduser() if manual_dir else data_dir / "downloads" / "manual"
+    builder = builder_class(name)(data_dir=str(data_dir))
+    builder.prepare_manual_dir(manual)
+    if not manual.is_dir():
+        raise DataError(f"manual dir {manual} does not exist.\n"
+                        f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual), download_mode=mode))
+    raw_source.cache_clear()
+    return builder
+
+
+def is_built(name: str, data_dir: str | pathlib.Path | None = None) -> bool:
+    """Whether ``name`` is built in ``data_dir`` (checked without instantiating the builder,
+    which would create its folders)."""
+    version = str(builder_class(name).VERSION)
+    return (resolve_data_dir(data_dir) / name / version / "dataset_info.json").is_file()
+
+
+def load_builder(name: str, data_dir: str | pathlib.Path | None = None) -> MedvlsmBuilder:
+    """A prepared builder; raises a DataError with the build command when it is not built."""
+    data_dir = resolve_data_dir(data_dir)
+    if not is_built(name, data_dir):
+        raise DataError(f"dataset {name!r} is not built in {data_dir}; run: medvlsm-data build "
+                        f"{name} --manual_dir <medvlsm root> --data_dir {data_dir}")
+    return builder_class(name)(data_dir=str(data_dir))
+
+
+@functools.lru_cache(maxsize=64)
+def raw_source(name: str, split: str, data_dir: str) -> Any:
+    """Random-access source of a split (``data_dir`` resolved, see :func:`source_key`); images
+    and masks stay encoded bytes."""
+    builder = load_builder(name, data_dir)
+    if split not in builder.info.splits:
+        raise DataError(f"dataset {name!r} has no {split!r} split; it has "
+                        f"{', '.join(sorted(builder.info.splits))}")
+    return builder.as_data_source(split=split, decoders=RAW_DECODERS)
+
+
+def original_mask(dataset: str, split: str, index: int,
+                  data_dir: str | pathlib.Path | None = None) -> np.ndarray:
+    """The binary mask (uint8 (H, W) in {0, 1}) of record ``index`` at original resolution."""
+    return data_io.decode_mask(raw_source(dataset, split, source_key(data_dir))[index]["mask"])
+
+
+def source_key(data_dir: str | pathlib.Path | None) -> str:
+    """The resolved data dir as the cache key of :func:`raw_source`."""
+    return str(resolve_data_dir(data_dir))
