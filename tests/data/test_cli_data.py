@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medvlsm_jax.cli.data import main
-from tests.data.test_builders import make_record, write_dataset
+from tests.data.layout import make_record, write_dataset
 
 
 def test_list_info_and_build(tmp_path, capsys):

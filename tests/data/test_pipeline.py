@@ -13,7 +13,7 @@ from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.data.preprocessing import get_preprocessing, normalize, resize_image
 from medvlsm_jax.data.registry import POOLED, get_spec
 from medvlsm_jax.data.sources import build_dataset
-from tests.data.test_builders import make_record, write_dataset
+from tests.data.layout import make_record, write_dataset
 
 SIZES = {"train": 10, "val": 3, "test": 5}
 MODEL = "unet"  # image-only and small (256^2): fast; text models are covered below
