@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("family", choices=sorted(CONVERTERS))
     parser.add_argument("src", help="local PyTorch checkpoint (file or model folder)")
     parser.add_argument("dst", help="output folder (Orbax params, model.json, tokenizer/)")
+    parser.add_argument("--variant", default=None, help="cris: model size of SRC ('base' = R50, 'tiny')")
+    parser.add_argument("--pad-id", type=int, default=None,
+                        help="cris: token padding id (49407 = medvlsm's HF tokens, default; 0 = original CRIS)")
     args = parser.parse_args(argv)
+    options = {k: v for k, v in (("variant", args.variant), ("pad_id", args.pad_id)) if v is not None}
+    if options and args.family != "cris":
+        parser.error(f"{', '.join('--' + k.replace('_', '-') for k in options)} only apply to cris")
     try:
         module = importlib.import_module(CONVERTERS[args.family])
     except ImportError as e:
@@ -31,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from weight_conversion.rules import ConversionError
 
     try:
-        report = module.convert(args.src, args.dst)
+        report = module.convert(args.src, args.dst, **options)
     except (ConversionError, FileNotFoundError) as e:
         print(f"medvlsm-convert: {e}", file=sys.stderr)
         return 1
