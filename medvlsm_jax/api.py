@@ -6,6 +6,7 @@ family and its config, Orbax ``params/`` and ``tokenizer/``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -112,6 +113,8 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     weights.restore_params(checkpoint_dir, model)
     model.eval()
     pre = get_preprocessing(spec.preprocessing)
+    if meta.get("image_size"):  # a model trained at another resolution records it
+        pre = dataclasses.replace(pre, image_size=tuple(meta["image_size"]))
     tok_dir = os.path.join(checkpoint_dir, weights.TOKENIZER_DIR)
     if os.path.isdir(tok_dir) and spec.tokenizer == "clip":
         from medvlsm_jax.data.tokenizers import ClipTokenizer

@@ -9,16 +9,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-
-def overlay(image: Image.Image, mask: np.ndarray, color=(255, 64, 32), alpha: float = 0.45) -> Image.Image:
-    """The image with ``mask`` tinted in ``color`` and its boundary drawn opaque."""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    m = mask.astype(bool)
-    out = rgb.copy()
-    out[m] = (1 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
-    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
-    out[edge] = color
-    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+from medvlsm_jax.visualize import overlay
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,6 +198,7 @@ def make_loader(
     prompt_override: str | None = None,
     read_threads: int = 2,
     prefetch_batches: int = 2,
+    image_size: int | tuple[int, int] | None = None,
 ) -> Loader:
     """A batched, preprocessed, tokenized loader over ``dataset``'s ``split``.
 
@@ -219,6 +220,8 @@ def make_loader(
       tokenizer: callable ``tok(texts, max_length=L)`` -> dict with ``input_ids`` and
         ``attention_mask``; defaults to the model's tokenizer.
       prompt_override: a fixed text for every example (takes precedence over ``prompt``).
+      image_size: model input size (``int`` for square) instead of the model's default, with
+        the same resizing and normalisation (e.g. a CLIPSeg run at 224 or a small demo model).
 
     Batches hold ``pixel_values`` float32 (B, H, W, 3), ``mask`` float32 (B, H, W) in {0, 1},
     ``input_ids`` / ``attention_mask`` int32 (B, L) (text models), ``valid`` bool (B,),
@@ -236,6 +239,9 @@ def make_loader(
     choice = parse_prompt(prompt, prompt_override)
     _check_prompt_on_all(choice, names)
     spec = get_preprocessing(model)
+    if image_size:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        spec = dataclasses.replace(spec, image_size=size)
 
     ds, sources = _member_indices(names, split, source_key(data_dir))
     total = len(ds)

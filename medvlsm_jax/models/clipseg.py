@@ -155,6 +155,10 @@ class CLIPSeg(nnx.Module):
     encoder_prefixes = ("clip",)
 
     def __init__(self, cfg: CLIPSegConfig, *, rngs: nnx.Rngs):
+        if cfg.use_complex_transposed_convolution and (cfg.patch_size // 4) ** 2 != cfg.patch_size:
+            raise ValueError(f"the complex transposed-convolution head upsamples by (patch_size // 4) ** 2 and "
+                             f"needs patch_size 16, got {cfg.patch_size}; use "
+                             "use_complex_transposed_convolution=False")
         if cfg.vision_depth > cfg.vision_layers:
             raise ValueError(f"extract_layers {cfg.extract_layers} go deeper than {cfg.vision_layers} vision layers")
         self.config = cfg

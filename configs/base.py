@@ -1,0 +1,97 @@
+"""Shared structure of the run configs (``ml_collections.ConfigDict``) and the ``:key=value``
+argument parser of ``get_config``.
+
+Every field can be overridden on the command line: ``--config.train.lr=1e-4``. Model-family
+files (``configs/clipseg.py``, ``configs/cris.py``) fill in the two recipes:
+
+* ``paper`` — the paper's §3.4 hyper-parameters;
+* ``released`` — the medvlsm release (``configs/model/*.yaml``, ``configs/experiment/*.yaml``,
+  ``scripts/finetune.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+ARG_KEYS = ("dataset", "prompt", "recipe", "variant", "loss", "image_size")
+
+
+def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
+    """``'dataset=kvasir_polyp,prompt=p3'`` -> dict over :data:`ARG_KEYS` with ``defaults``."""
+    out = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in ARG_KEYS:
+            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(ARG_KEYS)}")
+        out[key] = value.strip()
+    return out
+
+
+def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 42
+    c.model = ml_collections.ConfigDict({
+        "name": model,
+        "variant": args["variant"],
+        "overrides": ml_collections.ConfigDict(),  # fields of the family's config dataclass
+        "init": "",  # converted/exported model folder to start from ("" = random init)
+        "freeze_encoder": True,
+    })
+    c.data = ml_collections.ConfigDict({
+        "dataset": args["dataset"],
+        "prompt": args["prompt"],
+        "prompt_override": config_dict.placeholder(str),
+        "data_dir": "",
+        "image_size": int(args.get("image_size") or 0),  # 0: the model's default resolution
+        "worker_count": 0,
+    })
+    c.train = ml_collections.ConfigDict({
+        "recipe": args["recipe"],
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "lr_encoder": config_dict.placeholder(float),  # None: same as lr
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "num_epochs": 1000,  # Lightning max_epochs
+        "min_epochs": 10,
+        "early_stopping_patience": 50,
+        "early_stopping_min_delta": 1e-4,
+        "grad_clip": 0.0,
+        "schedule": "constant",
+        "plateau_factor": 0.1,
+        "plateau_patience": 5,
+        "loss": args["loss"],
+        "dice_weight": 1.0,
+        "bce_weight": 0.2,
+        "mixed_precision": False,
+        "max_steps": 0,  # 0: no limit
+        "checkpoint_every_steps": 0,  # 0: end of each epoch only
+        "log_every_steps": 10,
+        "progress": True,
+        "cache": "auto",  # frozen-encoder feature cache: auto (on when frozen) | off | host | device
+        "cache_max_gb": 8.0,
+    })
+    c.eval = ml_collections.ConfigDict({
+        "batch_size": 16,
+        "threshold": -1.0,  # < 0: the family's default (CLIPSeg 0.5, CRIS 0.35)
+        "resize": "nearest_mask",
+        "datasets": "",  # comma-separated test sets ("" = data.dataset)
+        "write_masks": True,
+        "hd95": True,
+        "overlays": 0,
+        "after_training": True,
+    })
+    return c
+
+
+def recipe(c: ml_collections.ConfigDict, recipes: dict[str, Callable[[Any], None]]) -> ml_collections.ConfigDict:
+    name = c.train.recipe
+    if name not in recipes:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(recipes)}")
+    recipes[name](c.train)
+    return c

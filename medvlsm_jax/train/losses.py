@@ -1,0 +1,59 @@
+"""Segmentation losses of the benchmark, per example (shape ``(B,)``) so that padded evaluation
+batches can be masked.
+
+* ``paper_faithful`` — what the original actually optimises for the CLIPSeg family: MONAI 1.1
+  ``DiceCELoss(lambda_dice=1, lambda_ce=...)`` applied to ``sigmoid(logits)`` (``BaseModule.step``
+  passes sigmoid outputs to the loss). With one channel MONAI's CE term is
+  ``CrossEntropyLoss`` over a single class — ``log_softmax`` of one channel is 0 — so it is
+  identically zero and the loss is the soft Dice of MONAI's ``DiceLoss`` defaults:
+  ``1 - (2 * sum(p * y) + 1e-5) / (sum(p) + sum(y) + 1e-5)`` per example (``batch=False``,
+  ``squared_pred=False``, ``smooth_nr = smooth_dr = 1e-5``), averaged over the batch.
+* ``corrected`` — the loss the paper describes (§3.4): the same soft Dice (weight 1) plus
+  binary cross-entropy with logits (weight 0.2).
+* ``bce`` — binary cross-entropy (CRIS). Computed from logits: equal to torch
+  ``BCELoss(sigmoid(x))`` except that torch clamps ``log`` at -100 for saturated outputs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LOSSES = ("paper_faithful", "corrected", "bce")
+SMOOTH_NR = 1e-5
+SMOOTH_DR = 1e-5
+
+
+def soft_dice(probs: jax.Array, target: jax.Array) -> jax.Array:
+    """MONAI ``DiceLoss`` (defaults, one channel) per example: ``(B, H, W) -> (B,)``."""
+    axes = tuple(range(1, probs.ndim))
+    intersection = jnp.sum(probs * target, axis=axes)
+    denominator = jnp.sum(probs, axis=axes) + jnp.sum(target, axis=axes)
+    return 1.0 - (2.0 * intersection + SMOOTH_NR) / (denominator + SMOOTH_DR)
+
+
+def bce_with_logits(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean binary cross-entropy per example: ``(B, H, W) -> (B,)``."""
+    axes = tuple(range(1, logits.ndim))
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target), axis=axes)
+
+
+def per_example_loss(kind: str, logits: jax.Array, target: jax.Array, *, dice_weight: float = 1.0,
+                     bce_weight: float = 0.2) -> jax.Array:
+    """Loss ``kind`` (one of :data:`LOSSES`) per example, in float32."""
+    logits = logits.astype(jnp.float32)
+    target = target.astype(jnp.float32)
+    if kind == "paper_faithful":
+        return dice_weight * soft_dice(jax.nn.sigmoid(logits), target)
+    if kind == "corrected":
+        return (dice_weight * soft_dice(jax.nn.sigmoid(logits), target)
+                + bce_weight * bce_with_logits(logits, target))
+    if kind == "bce":
+        return bce_with_logits(logits, target)
+    raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
+
+
+def check_loss(kind: str) -> None:
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
