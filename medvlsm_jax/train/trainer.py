@@ -220,7 +220,9 @@ def _compile_steps(run: Run) -> None:
     loss_kw = dict(dice_weight=tcfg.dice_weight, bce_weight=tcfg.bce_weight)
 
     def forward(graphdef, params, frozen, rest, inputs):
-        model = nnx.merge(graphdef, params, frozen, rest)
+        # copy=True: fresh Variables at this trace level, so BatchNorm statistics and dropout
+        # RNG counts can be updated inside jax.value_and_grad.
+        model = nnx.merge(graphdef, params, frozen, rest, copy=True)
         if "features" in inputs:
             logits = model.decode(inputs["features"])
         else:
