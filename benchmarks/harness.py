@@ -1,79 +1,238 @@
-"""Timing helpers shared by every benchmark: compile time apart, median of waited-for steps."""
+"""Timing, FLOP, MFU and memory helpers shared by every benchmark.
+
+Method (the same for JAX and PyTorch):
+
+* compile time apart: JAX steps are compiled ahead of time with ``jitted.lower(*args).compile()``
+  (:func:`compile_jax`); the timed loop then calls the compiled executables only;
+* ``warmup`` untimed steps, then ``iters`` timed steps, *each waited for* (JAX:
+  ``jax.block_until_ready`` on the step's outputs; PyTorch: ``torch.cuda.synchronize`` on GPU);
+  the figure is the median step time, with min/max and the relative spread ``(max-min)/median``;
+* FLOPs per step from XLA's cost analysis of the compiled executables (per device under SPMD, so
+  multiplied by the device count); MFU = achieved FLOP/s / peak FLOP/s of the devices used
+  (:data:`PEAK_FLOPS`; on CPU the peak is *measured* once per process with a large matmul, see
+  :func:`measured_cpu_peak`, and shared by every simulated host device);
+* memory: XLA's static estimate per device of each executable (arguments + outputs + temporaries
+  - aliased/donated buffers), plus the allocator's process-wide peak where the backend reports
+  one (``device.memory_stats()['peak_bytes_in_use']`` on GPU/TPU; cumulative over the process).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import platform
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "PEAK_FLOPS", "Compiled", "compile_jax", "time_steps", "time_jax", "time_torch", "summarize_jax",
+    "flops_fields", "peak_flops", "measured_cpu_peak", "cpu_peak_env", "process_peak_bytes", "environment",
+    "device_slug", "results_dir", "write_result", "write_markdown", "markdown_row", "markdown_table",
+]
+
+# Dense peak FLOP/s per device (no sparsity). Sources: NVIDIA H100 Tensor Core GPU datasheet
+# (SXM5: BF16 989.4 T, TF32 494.7 T, FP32 66.9 T; PCIe: 756 T, 378 T, 51.2 T), NVIDIA H200
+# datasheet (same compute as H100 SXM), NVIDIA A100 datasheet (BF16 312 T, TF32 156 T, FP32 19.5 T).
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H100 SXM": {"bfloat16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12},
+    "H100 PCIe": {"bfloat16": 756.0e12, "tf32": 378.0e12, "float32": 51.2e12},
+    "H200": {"bfloat16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12},
+    "A100": {"bfloat16": 312.0e12, "tf32": 156.0e12, "float32": 19.5e12},
+}
+# JAX's default matmul precision lets XLA:GPU use TF32 tensor cores for float32 dots on
+# Ampere and later, so float32 MFU on those GPUs is against the TF32 peak.
+_GPU_FLOAT32_KEY = "tf32"
 
 
-def _stats(times: list[float], batch: int) -> dict[str, float]:
-    med = statistics.median(times)
-    return {
-        "median_s": med,
-        "min_s": min(times),
-        "max_s": max(times),
-        "img_per_s": batch / med,
-        "steps": len(times),
-    }
+def _gpu_table_key(device_kind: str) -> str | None:
+    kind = device_kind.lower()
+    if "h200" in kind:
+        return "H200"
+    if "h100" in kind:
+        return "H100 PCIe" if "pcie" in kind else "H100 SXM"
+    if "a100" in kind:
+        return "A100"
+    return None
 
 
-def time_jax(fn: Callable, *args, batch: int, warmup: int = 2, iters: int = 10) -> dict[str, float]:
-    """Compiles ``jax.jit(fn)`` (timed apart), then times ``iters`` calls, each blocked on."""
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    for _ in range(warmup):
-        jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(iters):
+CPU_PEAK_MATMUL = 2048  # side of the square matmul that measures the CPU's peak
+
+
+def cpu_peak_env(dtype: str) -> str:
+    """Environment variable that hands a measured CPU peak (FLOP/s) to child processes."""
+    return f"MEDVLSM_BENCH_CPU_PEAK_{dtype.upper()}"
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_peak(dtype: str = "float32", n: int = CPU_PEAK_MATMUL, reps: int = 10) -> float:
+    """Best achieved FLOP/s of an ``n x n`` matmul in ``dtype`` on the first JAX device (or the
+    value a parent process measured, from :func:`cpu_peak_env`)."""
+    if os.environ.get(cpu_peak_env(dtype)):
+        return float(os.environ[cpu_peak_env(dtype)])
+    a = jnp.ones((n, n), jnp.dtype(dtype))
+    matmul = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
+    jax.block_until_ready(matmul(a, a))
+    best = float("inf")
+    for _ in range(reps):
         t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    out = _stats(times, batch)
-    out["compile_s"] = compile_s
-    try:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        out["gflops_per_img"] = float(cost.get("flops", 0.0)) / batch / 1e9
-    except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
-        pass
+        jax.block_until_ready(matmul(a, a))
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best
+
+
+def peak_flops(dtype: str, device: Any = None) -> tuple[float | None, str]:
+    """(peak FLOP/s of one ``device`` in ``dtype``, where it comes from); (None, why) if unknown."""
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        return measured_cpu_peak(dtype), f"this CPU measured ({dtype} {CPU_PEAK_MATMUL}^3 matmul, all host devices)"
+    key = _gpu_table_key(getattr(device, "device_kind", ""))
+    if key is None:
+        return None, f"no peak listed for {device.device_kind!r}"
+    column = _GPU_FLOAT32_KEY if dtype == "float32" else dtype
+    return PEAK_FLOPS[key][column], f"{key} {column} dense datasheet"
+
+
+def flops_fields(flops_per_step: float | None, median_s: float, batch: int, dtype: str,
+                 n_devices: int) -> dict[str, Any]:
+    """GFLOPs per image, achieved TFLOP/s and MFU for a step of ``batch`` images."""
+    if not flops_per_step:
+        return {}
+    peak, source = peak_flops(dtype)
+    achieved = flops_per_step / median_s
+    out = {"gflops_per_img": flops_per_step / batch / 1e9, "tflops_per_s": achieved / 1e12,
+           "peak_source": source}
+    if peak:
+        # CPU: every simulated host device shares the one measured machine peak
+        total_peak = peak if jax.devices()[0].platform == "cpu" else peak * n_devices
+        out.update(peak_tflops=total_peak / 1e12, mfu=achieved / total_peak)
     return out
 
 
-def time_torch(fn: Callable[[], Any], *, batch: int, warmup: int = 2, iters: int = 10) -> dict[str, float]:
-    import torch
+@dataclasses.dataclass
+class Compiled:
+    """An ahead-of-time compiled JAX executable with its compile time, FLOPs and memory."""
 
+    fn: Callable
+    compile_s: float
+    flops: float | None  # per step, all devices together
+    bytes_per_device: int | None  # XLA's static estimate: arguments + outputs + temps - aliased
+
+
+def compile_jax(fn: Callable, *args, n_devices: int | None = None) -> Compiled:
+    """Lowers and compiles ``fn`` (a ``jax.jit`` result, or a function to jit) for ``args``."""
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    n_devices = n_devices or jax.device_count()
+    flops = mem = None
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0)) * n_devices or None
+    except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
+        pass
+    try:
+        m = compiled.memory_analysis()
+        mem = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                  - m.alias_size_in_bytes)
+    except Exception:  # noqa: BLE001 - memory analysis is best-effort on some backends
+        pass
+    return Compiled(compiled, compile_s, flops, mem)
+
+
+def time_steps(step: Callable[[], Any], *, batch: int, warmup: int = 2, iters: int = 10,
+               sync: Callable[[Any], Any] = jax.block_until_ready) -> dict[str, float]:
+    """Calls ``step()`` ``warmup`` times, then times ``iters`` calls, each followed by ``sync``."""
     for _ in range(warmup):
-        fn()
+        sync(step())
     times = []
     for _ in range(iters):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync(step())
         times.append(time.perf_counter() - t0)
-    return _stats(times, batch)
+    med = statistics.median(times)
+    return {"median_s": med, "min_s": min(times), "max_s": max(times), "spread": (max(times) - min(times)) / med,
+            "img_per_s": batch / med, "steps": len(times)}
+
+
+def summarize_jax(times: dict[str, float], compiled: Sequence[Compiled], *, batch: int, dtype: str,
+                  n_devices: int) -> dict[str, Any]:
+    """Timing + compile time + FLOPs/MFU + memory of a step made of ``compiled`` executables."""
+    flops = [c.flops for c in compiled]
+    mems = [c.bytes_per_device for c in compiled]
+    out = dict(times, compile_s=sum(c.compile_s for c in compiled))
+    out.update(flops_fields(sum(flops) if all(flops) else None, times["median_s"], batch, dtype, n_devices))
+    out["xla_bytes_per_device"] = max(mems) if all(m is not None for m in mems) else None
+    out["process_peak_bytes"] = process_peak_bytes()
+    return out
+
+
+def time_jax(fn: Callable, *args, batch: int, warmup: int = 2, iters: int = 10,
+             dtype: str = "float32") -> dict[str, Any]:
+    """A stateless function: compile (timed apart), then the median of waited-for calls."""
+    c = compile_jax(fn, *args)
+    times = time_steps(lambda: c.fn(*args), batch=batch, warmup=warmup, iters=iters)
+    return summarize_jax(times, [c], batch=batch, dtype=dtype, n_devices=jax.device_count())
+
+
+def time_torch(fn: Callable[[], Any], *, batch: int, warmup: int = 2, iters: int = 10) -> dict[str, Any]:
+    """PyTorch: the median of waited-for calls (CUDA synchronised), CUDA peak memory when on GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    out = time_steps(fn, batch=batch, warmup=warmup, iters=iters,
+                     sync=lambda _: torch.cuda.synchronize() if cuda else None)
+    out["process_peak_bytes"] = torch.cuda.max_memory_allocated() if cuda else None
+    return out
+
+
+def process_peak_bytes() -> int | None:
+    """Largest ``peak_bytes_in_use`` over the local devices (None where not reported, e.g. CPU)."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
 
 
 def environment() -> dict[str, Any]:
     dev = jax.devices()[0]
-    return {
+    env = {
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "device": getattr(dev, "device_kind", str(dev)),
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
     }
+    try:
+        import torch
+    except ImportError:
+        return env
+    env.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+               torch_device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    return env
+
+
+def device_slug() -> str:
+    """A folder-friendly device name: ``cpu``, ``nvidia-h100-80gb-hbm3`` ..."""
+    dev = jax.devices()[0]
+    kind = "cpu" if dev.platform == "cpu" else getattr(dev, "device_kind", dev.platform)
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in kind.lower()).split())
+
+
+def results_dir(root: str) -> str:
+    """``<root>/<date>_<device>``."""
+    return os.path.join(root, f"{time.strftime('%Y-%m-%d')}_{device_slug()}")
 
 
 def write_result(name: str, result: dict[str, Any], out_dir: str | None) -> str | None:
@@ -86,5 +245,21 @@ def write_result(name: str, result: dict[str, Any], out_dir: str | None) -> str 
     return path
 
 
+def write_markdown(name: str, text: str, out_dir: str | None) -> str | None:
+    if not out_dir:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.md")
+    with open(path, "w") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    return path
+
+
 def markdown_row(cols: list[Any]) -> str:
-    return "| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cols) + " |"
+    return "| " + " | ".join("" if c is None else f"{c:.3g}" if isinstance(c, float) else str(c)
+                             for c in cols) + " |"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = [markdown_row(list(header)), "|" + "---|" * len(header)]
+    return "\n".join(lines + [markdown_row(list(r)) for r in rows])

@@ -1,0 +1,529 @@
+"""``medvlsm-bench``: throughput of every model, side by side with the PyTorch references.
+
+    medvlsm-bench models [--models clipseg,cris] [--variant base] [--modes inference,frozen,full]
+        [--batch 4,8] [--size 352] [--dtypes fp32,bf16] [--devices 1,all] [--per-device]
+        [--iters 5] [--warmup 2] [--torch] [--torch-compile] [--out benchmarks/results]
+    medvlsm-bench data   [--dataset synthetic_polyp] [--workers 0,2] [--batch 16] [--batches 20]
+    medvlsm-bench epoch  [--variant base] [--train-size 800]   # epoch s with/without the feature cache
+    medvlsm-bench curves [...]   # CLIPSeg img/s vs batch size and image size (benchmarks.curves)
+
+Modes (the real steps of :mod:`medvlsm_jax.train.trainer`, built with ``build_run``):
+
+* ``inference`` — the model's forward (eval mode), jitted over a data-parallel mesh;
+* ``frozen`` — the paper-faithful CLIPSeg finetune step: the trainer's jitted ``encode`` of the
+  frozen encoders followed by its train step on the decoder (no feature cache);
+* ``full`` — the full finetune step (every parameter trained; CRIS's paper recipe).
+
+Every row: compile time apart, median img/s of waited-for steps on a device-resident batch,
+spread, FLOPs per image (XLA cost analysis), MFU (see :mod:`benchmarks.harness`), memory.
+``bf16`` = the trainer's ``mixed_precision`` (bfloat16 compute); PyTorch: autocast (AMP).
+Batch sizes are global (split over the devices) unless ``--per-device``. Device counts other
+than the visible count run in a child process that sees only that many devices
+(``CUDA_VISIBLE_DEVICES`` on GPU, ``--xla_force_host_platform_device_count`` on CPU).
+Results: ``<out>/<date>_<device>/<name>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from benchmarks import harness
+
+MODES = ("inference", "frozen", "full")
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+# models with a PyTorch reference: module providing torch_model / reference_step / TRAIN_OVERRIDES
+REFERENCES = {"clipseg": "benchmarks.bench_clipseg"}
+IMAGE_KEYS = ("pixel_values", "input_ids", "attention_mask")
+SEQ_LEN, BOS, EOS = 77, 49406, 49407
+# subcommands with their own options, handled by another module's main(argv)
+DELEGATED = {"curves": "benchmarks.curves"}
+PAPER_EPOCHS = 90  # the paper-faithful CLIPSeg finetune length the epoch projection is for
+
+
+@dataclasses.dataclass
+class Spec:
+    """One ``models`` run: the cross product of its lists (one process, one device count)."""
+
+    models: list[str]
+    variant: str = "base"
+    modes: list[str] = dataclasses.field(default_factory=lambda: list(MODES))
+    batches: list[int] = dataclasses.field(default_factory=lambda: [4])
+    size: int = 0  # 0: each model's default resolution
+    dtypes: list[str] = dataclasses.field(default_factory=lambda: ["fp32"])
+    per_device: bool = False
+    warmup: int = 2
+    iters: int = 5
+    torch: bool = False
+    torch_compile: bool = False
+
+
+# --------------------------------------------------------------------------- inputs and configs
+
+
+def make_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random normalised NHWC images, 77-token prompts (bos, 5 words, eos, eos padding), masks."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((batch, SEQ_LEN), EOS, np.int32)
+    ids[:, 0] = BOS
+    ids[:, 1:6] = rng.integers(1, BOS, (batch, 5))
+    return {"pixel_values": rng.standard_normal((batch, size, size, 3), dtype=np.float32),
+            "input_ids": ids,
+            "attention_mask": (np.arange(SEQ_LEN) < 7).astype(np.int32)[None].repeat(batch, 0),
+            "mask": (rng.random((batch, size, size)) > 0.5).astype(np.float32)}
+
+
+def train_config(model: str, variant: str, mode: str, batch: int, size: int, dtype: str) -> Any:
+    """The family's paper recipe for ``mode`` (the reference's optimiser when it has one)."""
+    c = importlib.import_module(f"configs.{model}").get_config(f"variant={variant}")
+    size = size or _default_size(model)
+    c.data.image_size = size
+    if "img_size" in _config_fields(model):  # models built for one input size (CRIS)
+        c.model.overrides.img_size = size
+    c.model.freeze_encoder = mode == "frozen"
+    c.train.update(batch_size=batch, cache="off", progress=False, mixed_precision=dtype == "bfloat16")
+    if model in REFERENCES:
+        c.train.update(**importlib.import_module(REFERENCES[model]).TRAIN_OVERRIDES)
+    return c
+
+
+def _default_size(model: str) -> int:
+    from medvlsm_jax.data import preprocessing
+    from medvlsm_jax.models import registry
+
+    return preprocessing.get_preprocessing(registry.get_spec(model).preprocessing).image_size[0]
+
+
+def _config_fields(model: str) -> set[str]:
+    from medvlsm_jax.models import registry
+
+    return {f.name for f in dataclasses.fields(registry.get_spec(model).config_cls)}
+
+
+# --------------------------------------------------------------------------- Flax steps
+
+
+def flax_inference(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, list[harness.Compiled]]:
+    """The model's eval-mode forward, jitted over the data mesh."""
+    from medvlsm_jax.models import registry
+    from medvlsm_jax.train import sharding as shd
+    from medvlsm_jax.train import trainer
+
+    model = registry.get_spec(config.model.name).build(trainer.model_config(config), nnx.Rngs(config.seed))
+    model.eval()
+    graphdef, state = nnx.split(model)
+    mesh = shd.make_mesh()
+    rep, bat = shd.replicated(mesh), shd.batch_sharded(mesh)
+
+    def forward(state, inputs):
+        return nnx.merge(graphdef, state)(*(inputs[k] for k in IMAGE_KEYS))
+
+    state = jax.device_put(state, rep)
+    inputs = shd.put_batch({k: batch[k] for k in IMAGE_KEYS}, bat)
+    c = harness.compile_jax(jax.jit(forward, in_shardings=(rep, bat), out_shardings=bat), state, inputs)
+    return lambda: c.fn(state, inputs), [c]
+
+
+def flax_train(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, list[harness.Compiled]]:
+    """The trainer's train step (after its frozen-encoder ``encode`` when the encoders are frozen)."""
+    from medvlsm_jax.train import sharding as shd
+    from medvlsm_jax.train import trainer
+
+    run = trainer.build_run(config)
+    state = run.state
+    raw = shd.put_batch({k: batch[k] for k in IMAGE_KEYS}, run.batch_sharding)
+    feed = {"mask": shd.put_batch(batch["mask"], run.batch_sharding)}
+    compiled = []
+    if run.encoder_frozen:
+        enc = harness.compile_jax(run.encode, state.params, run.frozen, state.rest, raw)
+        compiled.append(enc)
+        feed["features"] = enc.fn(state.params, run.frozen, state.rest, raw)
+    else:
+        feed.update(raw)
+    step = harness.compile_jax(run.train_step, state, run.frozen, feed)
+    compiled.append(step)
+
+    def train_step():
+        nonlocal state
+        if run.encoder_frozen:
+            feed["features"] = enc.fn(state.params, run.frozen, state.rest, raw)
+        state, out = step.fn(state, run.frozen, feed)
+        return out
+    return train_step, compiled
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _row_key(spec: Spec, model: str, mode: str, dtype: str, batch: int, size: int) -> dict[str, Any]:
+    return {"model": model, "variant": spec.variant, "mode": mode, "dtype": dtype, "batch": batch,
+            "size": size, "devices": jax.device_count()}
+
+
+def _measure(key: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``key`` + ``fn()``'s figures, or + ``error`` (the suite goes on past a failing row)."""
+    try:
+        return {**key, **fn()}
+    except Exception as e:  # noqa: BLE001 - recorded in the results, e.g. OOM or torch.compile
+        return {**key, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+    finally:
+        gc.collect()
+
+
+def flax_row(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> dict[str, Any]:
+    size = spec.size or _default_size(model)
+    key = {**_row_key(spec, model, mode, dtype, batch, size), "impl": "flax"}
+    if dtype == "bfloat16" and "dtype" not in _config_fields(model):
+        return {**key, "skipped": f"{model} has no compute-dtype option"}
+    config = train_config(model, spec.variant, mode, batch, size, dtype)
+    data = make_batch(batch, size)
+
+    def measure():
+        step, compiled = (flax_inference if mode == "inference" else flax_train)(config, data)
+        times = harness.time_steps(step, batch=batch, warmup=spec.warmup, iters=spec.iters)
+        out = harness.summarize_jax(times, compiled, batch=batch, dtype=dtype, n_devices=jax.device_count())
+        if mode != "inference":
+            out["train"] = {k: config.train[k] for k in ("optimizer", "lr", "weight_decay", "grad_clip", "loss")}
+        return out
+    return _measure(key, measure)
+
+
+
+def torch_rows(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> list[dict[str, Any]]:
+    """The PyTorch reference of ``model`` on one device: eager (+ torch.compile), AMP for bf16."""
+    import torch
+
+    ref = importlib.import_module(REFERENCES[model])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_float32_matmul_precision("high")  # TF32 on GPU, like JAX's default matmul precision
+    size = spec.size or _default_size(model)
+    data = make_batch(batch, size)
+    amp = dtype == "bfloat16"
+    rows = []
+    for compiled in (False, True) if spec.torch_compile else (False,):
+        impl = "torch" + ("-compile" if compiled else "") + ("-amp" if amp else "")
+        key = {**_row_key(spec, model, mode, dtype, batch, size), "devices": 1, "impl": impl}
+
+        def measure():
+            step = ref.reference_step(ref.torch_model(spec.variant, device), mode, data, device=device, amp=amp,
+                                      compile_model=compiled)
+            t0 = time.perf_counter()
+            step()  # torch.compile compiles here
+            first_s = time.perf_counter() - t0
+            out = harness.time_torch(step, batch=batch, warmup=max(spec.warmup - 1, 0), iters=spec.iters)
+            return {**out, "first_step_s": first_s}
+        rows.append(_measure(key, measure))
+    return rows
+
+
+def _grid(spec: Spec):
+    for model in spec.models:
+        for mode in spec.modes:
+            for dtype in (DTYPES[d] for d in spec.dtypes):
+                for b in spec.batches:
+                    yield model, mode, dtype, b
+
+
+def run_flax(spec: Spec) -> list[dict[str, Any]]:
+    """Every Flax row of ``spec`` on the visible devices."""
+    n = jax.device_count()
+    rows = []
+    for model, mode, dtype, b in _grid(spec):
+        batch = b * n if spec.per_device else b
+        if batch % n:
+            rows.append({**_row_key(spec, model, mode, dtype, batch, spec.size or _default_size(model)),
+                         "impl": "flax", "skipped": f"batch {batch} does not split over {n} devices"})
+        else:
+            rows.append(flax_row(spec, model, mode, dtype, batch))
+    return rows
+
+
+def run_torch(spec: Spec) -> list[dict[str, Any]]:
+    """The PyTorch rows of ``spec`` (models with a reference; one device, per-device batch)."""
+    return [row for model, mode, dtype, b in _grid(spec) if model in REFERENCES
+            for row in torch_rows(spec, model, mode, dtype, b)]
+
+
+def device_env(n: int) -> dict[str, str]:
+    """This process's environment restricted to the first ``n`` devices."""
+    env = dict(os.environ)
+    platform = jax.devices()[0].platform
+    if platform == "cpu":
+        for dtype in DTYPES.values():  # one measured peak for every device count
+            env[harness.cpu_peak_env(dtype)] = str(harness.measured_cpu_peak(dtype))
+        flags = [f for f in env.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+    elif platform == "gpu":
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(jax.local_device_count())]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[:n])
+    else:
+        raise NotImplementedError(f"device-count sweeps are implemented for cpu and gpu, not {platform}")
+    return env
+
+
+def run_on_devices(spec: Spec, n: int) -> list[dict[str, Any]]:
+    """``run_flax(spec)`` on ``n`` devices: here when that is the visible count, else in a child."""
+    if n == jax.device_count():
+        return run_flax(spec)
+    if n > jax.device_count():
+        raise ValueError(f"--devices {n}: only {jax.device_count()} devices are visible")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        cmd = [sys.executable, "-m", "benchmarks.bench", "worker", json.dumps(dataclasses.asdict(spec)), out]
+        subprocess.run(cmd, env=device_env(n), check=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Flax rows on one device get ``vs_<impl>``: the img/s ratio to each PyTorch row of the same
+    model, mode, dtype, batch and size. Rows on n > 1 devices get ``scaling`` = img/s over n x the
+    one-device img/s, at the same per-device batch (weak) or else the same global batch (strong)."""
+    same = ("model", "variant", "mode", "dtype", "size")
+    done = [r for r in rows if "img_per_s" in r]
+    for r in (r for r in done if r["impl"] == "flax"):
+        peers = [t for t in done if all(t[k] == r[k] for k in same)]
+        if r["devices"] == 1:
+            for t in (t for t in peers if t["impl"] != "flax" and t["batch"] == r["batch"]):
+                r[f"vs_{t['impl']}"] = r["img_per_s"] / t["img_per_s"]
+            continue
+        ones = {t["batch"]: t for t in peers if t["impl"] == "flax" and t["devices"] == 1}
+        for kind, b in (("weak", r["batch"] // r["devices"]), ("strong", r["batch"])):
+            if b in ones:
+                r["scaling"], r["scaling_kind"] = r["img_per_s"] / (r["devices"] * ones[b]["img_per_s"]), kind
+                break
+
+
+# --------------------------------------------------------------------------- input pipeline
+
+
+def pipeline_rows(dataset: str, data_dir: str, model: str, workers: list[int], batch_size: int,
+                  batches: int) -> list[dict[str, Any]]:
+    """Loader examples/s on the host (:func:`benchmarks.bench_data.measure`) and into the
+    devices (each batch put on the data mesh and waited for)."""
+    from benchmarks import bench_data
+    from medvlsm_jax.data import make_loader
+    from medvlsm_jax.train import sharding as shd
+
+    sharding = shd.batch_sharded(shd.make_mesh())
+    rows = []
+    for w in workers:
+        host = bench_data.measure(dataset, data_dir, model, w, batch_size, batches)
+        it = iter(make_loader(dataset, "train", model, "random", batch_size, data_dir=data_dir, num_epochs=None,
+                              worker_count=w))
+
+        def to_device():
+            b = next(it)
+            return shd.put_batch({k: b[k] for k in (*IMAGE_KEYS, "mask")}, sharding)
+        dev = harness.time_steps(to_device, batch=batch_size, warmup=3, iters=batches)
+        rows.append({"dataset": dataset, "model": model, "workers": w, "batch": batch_size,
+                     "host_img_per_s": host, "device_img_per_s": dev["img_per_s"], "device_spread": dev["spread"]})
+    return rows
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _mib(x: int | None) -> float | None:
+    return x / 2**20 if x else None
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    header = ["model", "mode", "impl", "dtype", "batch", "size", "dev", "img/s", "spread", "compile s",
+              "GFLOP/img", "TFLOP/s", "MFU", "XLA MiB/dev", "peak MiB", "vs PyTorch", "scaling", "note"]
+    body = []
+    for r in rows:
+        vs = ", ".join(f"{k[3:]} {v:.2f}x" for k, v in r.items() if k.startswith("vs_"))
+        body.append([r["model"], r["mode"], r["impl"], r["dtype"], r["batch"], r["size"], r["devices"],
+                     r.get("img_per_s"), r.get("spread"), r.get("compile_s", r.get("first_step_s")),
+                     r.get("gflops_per_img"), r.get("tflops_per_s"), r.get("mfu"),
+                     _mib(r.get("xla_bytes_per_device")), _mib(r.get("process_peak_bytes")), vs,
+                     r.get("scaling"), r.get("error") or r.get("skipped") or ""])
+    return harness.markdown_table(header, body)
+
+
+def pipeline_table(rows: list[dict[str, Any]]) -> str:
+    header = ["dataset", "preprocessing", "workers", "batch", "host img/s", "to-device img/s"]
+    return harness.markdown_table(header, [[r["dataset"], r["model"], r["workers"], r["batch"],
+                                            r["host_img_per_s"], r["device_img_per_s"]] for r in rows])
+
+
+def peaks(dtypes: list[str]) -> dict[str, Any]:
+    """The peak FLOP/s MFU is measured against, per dtype (measured now on CPU)."""
+    out = {}
+    for d in dtypes:
+        value, source = harness.peak_flops(DTYPES[d])
+        out[DTYPES[d]] = {"tflops_per_device": value / 1e12 if value else None, "source": source}
+    return out
+
+
+def report(name: str, result: dict[str, Any], table: str, args: argparse.Namespace) -> None:
+    """Prints the table and writes ``<name>.json`` / ``<name>.md`` under the results folder."""
+    print(table)
+    if args.no_write:
+        return
+    out_dir = harness.results_dir(args.out)
+    env = result["env"]
+    head = (f"# {name}: {env['device']} x{env['device_count']} ({env['backend']}), {env['date']}\n\n"
+            f"jax {env['jax']}" + (f", torch {env['torch']} ({env['torch_threads']} threads)" if "torch" in env else "")
+            + f", {env['cpu_count']} CPUs\n\n")
+    harness.write_markdown(name, head + table, out_dir)
+    path = harness.write_result(name, result, out_dir)
+    print(f"\nwrote {path}")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def csv_arg(cast: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
+    return lambda s: [cast(x.strip()) for x in s.split(",") if x.strip()]
+
+
+def _device_counts(values: list[str]) -> list[int]:
+    n = jax.device_count()
+    counts = sorted({n if v == "all" else int(v) for v in values})
+    bad = [c for c in counts if not 1 <= c <= n]
+    if bad:
+        raise SystemExit(f"--devices {bad}: choose counts between 1 and the {n} visible devices (or 'all')")
+    return counts
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    bad = [m for m in args.modes if m not in MODES] + [d for d in args.dtypes if d not in DTYPES]
+    if bad:
+        raise SystemExit(f"unknown mode/dtype {bad}; modes: {', '.join(MODES)}; dtypes: {', '.join(DTYPES)}")
+    spec = Spec(models=args.models, variant=args.variant, modes=args.modes, batches=args.batch, size=args.size,
+                dtypes=args.dtypes, per_device=args.per_device, warmup=args.warmup, iters=args.iters,
+                torch=args.torch, torch_compile=args.torch_compile)
+    counts = _device_counts(args.devices)
+    result = {"benchmark": "models", "env": harness.environment(), "peaks": peaks(spec.dtypes),
+              "spec": dataclasses.asdict(spec), "device_counts": counts, "rows": []}
+    for n in counts:
+        result["rows"] += run_on_devices(spec, n)
+    if spec.torch:
+        result["rows"] += run_torch(spec)
+    add_ratios(result["rows"])
+    report(args.name or "models", result, models_table(result["rows"]), args)
+    return result
+
+
+def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
+    import tensorflow_datasets as tfds
+
+    from medvlsm_jax.data import build_dataset
+
+    tfds.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir or tmp
+        if not args.data_dir:
+            build_dataset(args.dataset, data_dir=data_dir)
+        rows = pipeline_rows(args.dataset, data_dir, args.preprocessing, args.workers, args.batch[0], args.batches)
+    result = {"benchmark": "data", "env": harness.environment(), "rows": rows}
+    report(args.name or "data", result, pipeline_table(rows), args)
+    return result
+
+
+def cmd_epoch(args: argparse.Namespace) -> dict[str, Any]:
+    """CLIPSeg paper-faithful epoch time on a synthetic set, without and with the frozen-feature
+    cache (:func:`benchmarks.bench_train.epoch_seconds`: the trainer's real loop, second epoch of
+    each run, 16-image validation included), and the projected 90-epoch finetune."""
+    from benchmarks import bench_train
+
+    with tempfile.TemporaryDirectory() as root:
+        sec = bench_train.epoch_seconds(args.variant, args.train_size, root)
+    row = {"model": "clipseg", "variant": args.variant, "train_images": args.train_size, "batch": 16,
+           "uncached_epoch_s": sec["off"], "cached_epoch_s": sec["host"], "cache_speedup": sec["off"] / sec["host"],
+           f"projected_{PAPER_EPOCHS}_epochs_s": sec["off"] + (PAPER_EPOCHS - 1) * sec["host"]}
+    result = {"benchmark": "epoch", "env": harness.environment(), "rows": [row]}
+    header = ["model", "train images", "batch", "epoch s (no cache)", "epoch s (cache)", "speed-up",
+              f"{PAPER_EPOCHS} epochs s (projected)"]
+    table = harness.markdown_table(header, [[f"clipseg-{args.variant}", args.train_size, 16, sec["off"], sec["host"],
+                                             row["cache_speedup"], row[f"projected_{PAPER_EPOCHS}_epochs_s"]]])
+    report(args.name or "epoch", result, table, args)
+    return result
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    """Internal: ``run_flax`` of a JSON spec on this process's devices, rows to a JSON file."""
+    rows = run_flax(Spec(**json.loads(args.spec)))
+    with open(args.rows_out, "w") as f:
+        json.dump(rows, f)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medvlsm-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def outputs(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--out", default="benchmarks/results", help="results root (<out>/<date>_<device>/)")
+        q.add_argument("--name", default=None, help="file stem of the JSON/markdown results")
+        q.add_argument("--no-write", action="store_true", help="print only")
+
+    m = sub.add_parser("models", help="inference / finetune steps, Flax and PyTorch")
+    m.add_argument("--models", type=csv_arg(), default=["clipseg"])
+    m.add_argument("--variant", default="base", help="model variant (base, tiny)")
+    m.add_argument("--modes", type=csv_arg(), default=list(MODES))
+    m.add_argument("--batch", type=csv_arg(int), default=[4], help="comma-separated batch sizes")
+    m.add_argument("--size", type=int, default=0, help="image size (default: each model's)")
+    m.add_argument("--dtypes", type=csv_arg(), default=["fp32"], help="fp32, bf16")
+    m.add_argument("--devices", type=csv_arg(), default=["all"], help="device counts, e.g. 1,2,all")
+    m.add_argument("--per-device", action="store_true", help="batch sizes are per device")
+    m.add_argument("--warmup", type=int, default=2)
+    m.add_argument("--iters", type=int, default=5)
+    m.add_argument("--torch", action="store_true", help="also time the PyTorch references")
+    m.add_argument("--torch-compile", action="store_true", help="also torch.compile the references")
+    outputs(m)
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("data", help="input pipeline examples/s (grain -> host -> device)")
+    d.add_argument("--dataset", default="synthetic_polyp")
+    d.add_argument("--data-dir", default=None, help="built datasets (default: build the synthetic set in a tmp dir)")
+    d.add_argument("--preprocessing", default="clipseg")
+    d.add_argument("--workers", type=csv_arg(int), default=[0, 2])
+    d.add_argument("--batch", type=csv_arg(int), default=[16])
+    d.add_argument("--batches", type=int, default=20)
+    outputs(d)
+    d.set_defaults(func=cmd_data)
+
+    e = sub.add_parser("epoch", help="epoch time with/without the frozen-feature cache (synthetic set)")
+    e.add_argument("--variant", default="base")
+    e.add_argument("--train-size", type=int, default=800, help="synthetic training images")
+    outputs(e)
+    e.set_defaults(func=cmd_epoch)
+
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("spec")
+    w.add_argument("rows_out")
+    w.set_defaults(func=cmd_worker)
+
+    for name, module in DELEGATED.items():  # listed for --help; main() hands them their arguments
+        sub.add_parser(name, help=f"options: python -m {module} --help", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> Any:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    main()

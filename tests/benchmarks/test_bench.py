@@ -1,0 +1,160 @@
+"""``medvlsm-bench`` on the tiny models: valid JSON/markdown with the expected fields, the PyTorch
+side-by-side ratio, device-count scaling with 2 simulated CPU devices, gpu_check.sh's syntax and
+dry run, and the harness's peak table / ratio bookkeeping / PIL plots."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from benchmarks import bench, curves, harness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--models", "clipseg", "--variant", "tiny", "--size", "32", "--iters", "1", "--warmup", "0"]
+TIMING = ("median_s", "min_s", "max_s", "spread", "img_per_s", "compile_s", "gflops_per_img", "tflops_per_s",
+          "mfu", "peak_tflops", "xla_bytes_per_device")
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _load(out_dir: str, name: str) -> tuple[dict, str]:
+    (folder,) = glob.glob(os.path.join(out_dir, "*_cpu"))
+    with open(os.path.join(folder, f"{name}.json")) as f, open(os.path.join(folder, f"{name}.md")) as g:
+        return json.load(f), g.read()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("bench"))
+    torch_flag = ["--torch"] if _has_torch() else []
+    bench.main(["models", *TINY, "--batch", "2", "--modes", "inference,frozen", "--dtypes", "fp32,bf16",
+                "--out", out, *torch_flag])
+    return _load(out, "models")
+
+
+def test_models_json_has_every_figure(tiny_run):
+    result, _ = tiny_run
+    assert result["env"]["backend"] == "cpu" and result["device_counts"] == [1]
+    assert set(result["peaks"]) == {"float32", "bfloat16"}
+    assert all(p["tflops_per_device"] > 0 for p in result["peaks"].values())
+    flax = [r for r in result["rows"] if r["impl"] == "flax"]
+    assert {(r["mode"], r["dtype"]) for r in flax} == {(m, d) for m in ("inference", "frozen")
+                                                       for d in ("float32", "bfloat16")}
+    for r in flax:
+        assert "error" not in r, r
+        for k in TIMING:
+            assert r[k] is not None and r[k] >= 0, (k, r)
+        assert r["img_per_s"] == pytest.approx(r["batch"] / r["median_s"])
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert 0 < r["mfu"] < 1 and r["steps"] == 1 and r["batch"] == 2 and r["size"] == 32
+    train = [r for r in flax if r["mode"] == "frozen"]
+    assert all(r["train"]["optimizer"] == "adamw" and r["train"]["loss"] == "paper_faithful" for r in train)
+    # the frozen step (encode + decoder train step) costs more FLOPs than the forward alone
+    fwd = {r["dtype"]: r["gflops_per_img"] for r in flax if r["mode"] == "inference"}
+    assert all(r["gflops_per_img"] > fwd[r["dtype"]] for r in train)
+
+
+def test_markdown_table_lists_every_row(tiny_run):
+    result, md = tiny_run
+    assert md.startswith("# models: cpu")
+    table = [line for line in md.splitlines() if line.startswith("| clipseg")]
+    assert len(table) == len(result["rows"])
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not _has_torch(), reason="needs the torch extra")
+def test_pytorch_rows_and_ratios(tiny_run):
+    result, _ = tiny_run
+    ref = {(r["mode"], r["impl"]): r for r in result["rows"] if r["impl"] != "flax"}
+    assert set(ref) == {("inference", "torch"), ("inference", "torch-amp"), ("frozen", "torch"),
+                        ("frozen", "torch-amp")}
+    assert all(r["img_per_s"] > 0 and r["first_step_s"] > 0 for r in ref.values())
+    for r in (r for r in result["rows"] if r["impl"] == "flax"):
+        impl = "torch-amp" if r["dtype"] == "bfloat16" else "torch"
+        assert r[f"vs_{impl}"] == pytest.approx(r["img_per_s"] / ref[(r["mode"], impl)]["img_per_s"])
+
+
+def test_device_scaling_with_two_simulated_devices(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "benchmarks.bench", "models", *TINY, "--batch", "4", "--modes", "inference",
+           "--devices", "1,all", "--out", str(tmp_path)]
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    result, _ = _load(str(tmp_path), "models")
+    assert result["env"]["device_count"] == 2 and result["device_counts"] == [1, 2]
+    one, two = result["rows"]
+    assert (one["devices"], two["devices"]) == (1, 2)
+    # FLOPs are per device in XLA's SPMD cost analysis: the harness sums them over the devices
+    assert two["gflops_per_img"] == pytest.approx(one["gflops_per_img"], rel=0.05)
+    assert two["scaling"] == pytest.approx(two["img_per_s"] / (2 * one["img_per_s"]))
+    assert two["scaling_kind"] == "strong" and "scaling" not in one
+    # the child used the parent's measured CPU peak, so MFU is comparable across device counts
+    assert one["peak_tflops"] == pytest.approx(two["peak_tflops"])
+
+
+def test_gpu_check_scripts_parse():
+    for script in ("gpu_check.sh", "fetch_wheels.sh"):
+        subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", script)], check=True)
+    bad = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--only", "nope"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown step nope" in bad.stderr
+
+
+@pytest.mark.skipif(not _has_torch(), reason="the dry run imports torch as the GPU run does")
+def test_gpu_check_dry_run_on_cpu():
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--dry-run", "--only",
+                           "clipseg-inference", "--python", sys.executable],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "clipseg_inference.json" in proc.stdout and "| clipseg | inference | torch |" in proc.stdout
+
+
+def test_peak_table_lookup():
+    def dev(kind, platform="gpu"):
+        return types.SimpleNamespace(device_kind=kind, platform=platform)
+
+    assert harness.peak_flops("bfloat16", dev("NVIDIA H100 80GB HBM3"))[0] == 989.4e12
+    assert harness.peak_flops("float32", dev("NVIDIA H100 PCIe"))[0] == 378.0e12  # TF32
+    assert harness.peak_flops("bfloat16", dev("NVIDIA H200"))[0] == harness.PEAK_FLOPS["H100 SXM"]["bfloat16"]
+    assert harness.peak_flops("float32", dev("NVIDIA A100-SXM4-80GB"))[0] == 156.0e12
+    value, why = harness.peak_flops("bfloat16", dev("Tesla T4"))
+    assert value is None and "Tesla T4" in why
+
+
+def test_ratios_match_model_mode_dtype_and_batch():
+    base = {"model": "m", "variant": "v", "mode": "frozen", "dtype": "float32", "size": 8}
+    rows = [{**base, "impl": "flax", "batch": 4, "devices": 1, "img_per_s": 30.0},
+            {**base, "impl": "flax", "batch": 8, "devices": 2, "img_per_s": 90.0},
+            {**base, "impl": "flax", "batch": 4, "devices": 1, "dtype": "bfloat16", "img_per_s": 50.0},
+            {**base, "impl": "torch", "batch": 4, "devices": 1, "img_per_s": 10.0},
+            {**base, "impl": "torch", "batch": 8, "devices": 1, "img_per_s": 99.0},
+            {**base, "impl": "flax", "batch": 4, "devices": 1, "mode": "full", "error": "OOM"}]
+    bench.add_ratios(rows)
+    assert rows[0]["vs_torch"] == pytest.approx(3.0)
+    assert rows[1]["scaling"] == pytest.approx(90.0 / (2 * 30.0)) and rows[1]["scaling_kind"] == "weak"
+    assert "vs_torch" not in rows[1] and "vs_torch" not in rows[2] and "vs_torch" not in rows[5]
+
+
+def test_line_plot_writes_png(tmp_path):
+    rows = [{"impl": "flax", "mode": "inference", "dtype": "float32", "batch": b, "img_per_s": 10.0 * b}
+            for b in (1, 2, 4)] + [{"impl": "torch", "mode": "inference", "dtype": "float32", "batch": 2,
+                                    "error": "boom"}]
+    series = curves.series_of(rows, "batch")
+    assert series == {"flax inference float32": [(1, 10.0), (2, 20.0), (4, 40.0)]}
+    path = curves.line_plot(series, "t", "batch", "img/s", str(tmp_path / "p.png"), log2_x=True)
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.size == (720, 440) and len(img.getcolors(10000)) > 3
