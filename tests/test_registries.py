@@ -1,0 +1,12 @@
+"""The serving registry (medvlsm_jax.data) and the generation registry (medvlsm_jax.promptgen)
+describe the same datasets from two sides; they must agree on names and prompt keys."""
+
+from medvlsm_jax.data import registry as data_registry
+from medvlsm_jax.promptgen import datasets as gen_registry
+
+
+def test_same_datasets_and_prompt_keys():
+    assert set(data_registry.DATASETS) == set(gen_registry.DATASETS)
+    for name in data_registry.DATASETS:
+        gen_keys = tuple(sorted(gen_registry.get_dataset(name).family.templates, key=lambda k: int(k[1:])))
+        assert data_registry.get_spec(name).prompt_keys == gen_keys, name
