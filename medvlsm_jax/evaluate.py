@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
@@ -91,7 +92,31 @@ def evaluate_loader(predict: Callable[[dict[str, np.ndarray]], np.ndarray], load
             rows.append(row)
             bar.update(1)
     bar.close()
+    rows = gather_rows(rows, out_dir, split)
     return {"per_dataset": summarize_rows(rows), "rows": rows}
+
+
+def gather_rows(rows: list[dict[str, Any]], out_dir: str, tag: str) -> list[dict[str, Any]]:
+    """Every process's rows, in process order (multi-host evaluation shards the test split).
+
+    Rows go through the shared ``out_dir`` (the workdir must be shared by the hosts, as Orbax
+    checkpoints already require): each process writes its own, all wait at a barrier, then each
+    reads all of them. A single process returns ``rows`` unchanged.
+    """
+    n = jax.process_count()
+    if n == 1:
+        return rows
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    path = lambda i: os.path.join(out_dir, f".rows-{tag}-p{i}.json")  # noqa: E731
+    with open(path(jax.process_index()), "w") as f:
+        json.dump(rows, f, default=float)
+    multihost_utils.sync_global_devices(f"medvlsm-eval-rows-{tag}")
+    merged = []
+    for i in range(n):
+        with open(path(i)) as f:
+            merged += json.load(f)
+    return merged
 
 
 def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
