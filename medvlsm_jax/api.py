@@ -6,7 +6,6 @@ family and its config, Orbax ``params/`` and ``tokenizer/``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ from flax import nnx
 from PIL import Image
 
 from medvlsm_jax import weights
-from medvlsm_jax.data.preprocessing import PreprocessSpec, get_preprocessing, make_tokenizer, normalize, resize_image
+from medvlsm_jax.data.preprocessing import PreprocessSpec, make_tokenizer, normalize, resize_image
 from medvlsm_jax.models import registry
 from medvlsm_jax.ops.resize import resize
 
@@ -112,9 +111,8 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     model = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     weights.restore_params(checkpoint_dir, model)
     model.eval()
-    pre = get_preprocessing(spec.preprocessing)
-    if meta.get("image_size"):  # a model trained at another resolution records it
-        pre = dataclasses.replace(pre, image_size=tuple(meta["image_size"]))
+    # a model trained at another resolution records it in model.json
+    pre = spec.preprocessing_for(config, meta.get("image_size"))
     tok_dir = os.path.join(checkpoint_dir, weights.TOKENIZER_DIR)
     if os.path.isdir(tok_dir) and spec.tokenizer == "clip":
         from medvlsm_jax.data.tokenizers import ClipTokenizer

@@ -10,3 +10,15 @@ def test_same_datasets_and_prompt_keys():
     for name in data_registry.DATASETS:
         gen_keys = tuple(sorted(gen_registry.get_dataset(name).family.templates, key=lambda k: int(k[1:])))
         assert data_registry.get_spec(name).prompt_keys == gen_keys, name
+
+
+def test_model_preprocessing_follows_the_model_config():
+    from medvlsm_jax.models import registry
+
+    cris = registry.get_spec("cris")
+    spec = cris.preprocessing_for(cris.config("tiny", pad_id=0), 64)
+    assert spec.image_size == (64, 64) and spec.text.pad_id == 0
+    clipseg = registry.get_spec("clipseg")
+    spec = clipseg.preprocessing_for(clipseg.config("tiny"), (32, 48))
+    assert spec.image_size == (32, 48) and spec.text.pad_id is None
+    assert clipseg.preprocessing_for(clipseg.config("tiny")).image_size == (352, 352)

@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 from flax import nnx
 
+from medvlsm_jax.data.preprocessing import PreprocessSpec, get_preprocessing
+
 __all__ = ["ModelSpec", "register", "get_spec", "build_model", "list_models", "config_from_dict"]
 
 # family name -> module that registers it (imported lazily so `import medvlsm_jax` stays light)
@@ -43,6 +45,19 @@ class ModelSpec:
     preprocessing: str
     tokenizer: str = "clip"
     threshold: float = 0.5
+
+    def preprocessing_for(self, config: Any, image_size: int | tuple[int, int] | None = None) -> PreprocessSpec:
+        """The family's input preprocessing for a given config: at ``image_size`` when given
+        (``int`` for square), and padding tokens with the config's ``pad_id`` when the family's
+        config has one (CRIS: 49407 as medvlsm, 0 as the original)."""
+        spec = get_preprocessing(self.preprocessing)
+        if image_size:
+            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            spec = dataclasses.replace(spec, image_size=size)
+        pad_id = getattr(config, "pad_id", None)
+        if spec.text is not None and pad_id is not None:
+            spec = dataclasses.replace(spec, text=dataclasses.replace(spec.text, pad_id=pad_id))
+        return spec
 
     def config(self, variant: str = "base", **overrides) -> Any:
         if variant not in self.variants:

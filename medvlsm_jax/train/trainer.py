@@ -74,18 +74,6 @@ class TrainState:
 # --------------------------------------------------------------------------- configuration
 
 
-def resolve_preprocessing(model_name: str, model_cfg: Any, image_size: int) -> preprocessing.PreprocessSpec:
-    """The model's preprocessing, at ``image_size`` when given, with the model config's token
-    padding id (``pad_id``, e.g. CRIS's zero padding) when it has one."""
-    spec = preprocessing.get_preprocessing(registry.get_spec(model_name).preprocessing)
-    if image_size:
-        spec = dataclasses.replace(spec, image_size=(image_size, image_size))
-    pad_id = getattr(model_cfg, "pad_id", None)
-    if spec.text is not None and pad_id is not None:
-        spec = dataclasses.replace(spec, text=dataclasses.replace(spec.text, pad_id=pad_id))
-    return spec
-
-
 def eval_datasets(config: Any) -> list[str]:
     names = [n.strip() for n in config.eval.datasets.split(",") if n.strip()] if config.eval.datasets else []
     return names or [config.data.dataset]
@@ -202,7 +190,7 @@ def build_run(config: Any, *, training: bool = True) -> Run:
                        schedule=optim.init_schedule(plateau))
     state, frozen = jax.device_put((state, frozen), rep)
     threshold = config.eval.threshold if config.eval.threshold >= 0 else spec.threshold
-    prep = resolve_preprocessing(spec.name, mcfg, config.data.image_size)
+    prep = spec.preprocessing_for(mcfg, config.data.image_size)
     run = Run(config, spec.name, mcfg, graphdef_train, graphdef_eval, frozen, state, tx, plateau, mesh,
               frozen_enc, float(threshold), prep, preprocessing.make_tokenizer(prep.text) if prep.text else None)
     _compile_steps(run)
