@@ -117,7 +117,7 @@ for step in "${STEPS[@]}"; do
   if (( limit <= 5 )); then FAILED+=("$step(no time left)"); continue; fi
   read -r -a argv <<< "$(args_of "$step")"
   log "$step (limit ${limit}s): medvlsm-bench ${argv[*]}"
-  if ! timeout --kill-after=10 "$limit" "$PY" -m benchmarks.bench "${argv[@]}"; then
+  if ! timeout --kill-after=10 "$limit" "$PY" -m medvlsm_jax.bench.bench "${argv[@]}"; then
     echo "!! $step failed or ran out of time"
     FAILED+=("$step")
   fi

@@ -13,7 +13,7 @@ finetune), loss ``paper_faithful`` (MONAI single-channel DiceCE = soft Dice; ``l
 for Dice + 0.2 BCE). Start from converted weights with ``--config.model.init=<folder>``.
 """
 
-from configs.base import base_config, parse_arg, recipe
+from medvlsm_jax.config import base_config, parse_arg, recipe
 
 DEFAULTS = {"dataset": "kvasir_polyp", "prompt": "p0", "recipe": "paper", "variant": "base",
             "loss": "paper_faithful", "image_size": ""}

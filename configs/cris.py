@@ -11,7 +11,7 @@ Both: the whole model is trained (``freeze_encoder=False``), early stopping on v
 with patience 10 (min 10 epochs), seed 42.
 """
 
-from configs.base import base_config, parse_arg, recipe
+from medvlsm_jax.config import base_config, parse_arg, recipe
 
 DEFAULTS = {"dataset": "kvasir_polyp", "prompt": "p0", "recipe": "paper", "variant": "base", "loss": "bce",
             "image_size": ""}

@@ -8,7 +8,7 @@ split and writes overlays, masks, ``per_image.csv`` and a results table under
 ``<workdir>/eval``.
 """
 
-from configs.base import base_config, parse_arg
+from medvlsm_jax.config import base_config, parse_arg
 
 DEFAULTS = {"dataset": "synthetic_polyp", "prompt": "p1", "recipe": "paper", "variant": "tiny",
             "loss": "corrected", "image_size": "64"}

@@ -9,10 +9,10 @@ import argparse
 import importlib
 import sys
 
-# family -> module of weight_conversion with convert(src, dst) -> ConversionReport
+# family -> module of medvlsm_jax.conversion with convert(src, dst) -> ConversionReport
 CONVERTERS = {
-    "clipseg": "weight_conversion.clipseg",
-    "cris": "weight_conversion.cris",
+    "clipseg": "medvlsm_jax.conversion.clipseg",
+    "cris": "medvlsm_jax.conversion.cris",
 }
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medvlsm-convert: {e}. Install the conversion extra: pip install 'medvlsm-jax[torch]'",
               file=sys.stderr)
         return 2
-    from weight_conversion.rules import ConversionError
+    from medvlsm_jax.conversion.rules import ConversionError
 
     try:
         report = module.convert(args.src, args.dst, **options)

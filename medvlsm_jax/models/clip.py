@@ -2,7 +2,7 @@
 
 Attribute names mirror the transformers state dict (``embeddings.patch_embedding``,
 ``encoder.layers.N.self_attn.q_proj``, ``pre_layrnorm`` — sic — ...) so that conversion is the
-generic rule set of :mod:`weight_conversion.rules`. All inputs are NHWC.
+generic rule set of :mod:`medvlsm_jax.conversion.rules`. All inputs are NHWC.
 """
 
 from __future__ import annotations

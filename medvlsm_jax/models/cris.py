@@ -2,7 +2,7 @@
 
 A weight-compatible port of ``DerrickWang005/CRIS.pytorch`` (``model/clip.py``, ``model/layers.py``,
 ``model/segmenter.py``; medvlsm's copy in ``src/models/cris_model`` is the same code). Every
-submodule carries the name of its PyTorch counterpart, so ``weight_conversion.rules`` maps the
+submodule carries the name of its PyTorch counterpart, so ``medvlsm_jax.conversion.rules`` maps the
 state dict key for key (only the fused ``in_proj`` of ``nn.MultiheadAttention`` is split).
 
 Layout: images are NHWC here (PyTorch: NCHW); the decoder works batch-first (PyTorch: sequence

@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from benchmarks import bench, curves, harness
+from medvlsm_jax.bench import bench, curves, harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--models", "clipseg", "--variant", "tiny", "--size", "32", "--iters", "1", "--warmup", "0"]
@@ -89,7 +89,7 @@ def test_pytorch_rows_and_ratios(tiny_run):
 
 def test_device_scaling_with_two_simulated_devices(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "benchmarks.bench", "models", *TINY, "--batch", "4", "--modes", "inference",
+    cmd = [sys.executable, "-m", "medvlsm_jax.bench.bench", "models", *TINY, "--batch", "4", "--modes", "inference",
            "--devices", "1,all", "--out", str(tmp_path)]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     result, _ = _load(str(tmp_path), "models")

@@ -14,8 +14,8 @@ from medvlsm_jax.data.tokenizers import ClipTokenizer
 from medvlsm_jax.models.cris import CRIS, CrisConfig, tiny_config
 from medvlsm_jax.models.registry import build_model, config_from_dict
 from medvlsm_jax.weights import read_model_json, restore_params
-from weight_conversion import cris as wc
-from weight_conversion.rules import ConversionError, expected_torch_keys
+from medvlsm_jax.conversion import cris as wc
+from medvlsm_jax.conversion.rules import ConversionError, expected_torch_keys
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from weight_conversion import rules
+from medvlsm_jax.conversion import rules
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -33,7 +33,7 @@ def converted_models(tiny_ref, tmp_path_factory) -> dict[str, CRIS]:
     """The tiny reference in both formats, converted with ``medvlsm-convert``'s function and
     reloaded through the registry (eval mode)."""
     pytest.importorskip("torch")
-    from weight_conversion.cris import convert
+    from medvlsm_jax.conversion.cris import convert
 
     models = {}
     for name in CHECKPOINTS:
@@ -145,7 +145,7 @@ def test_registry_entry():
 def test_full_size_forward_and_train_step():
     """Random-init R50 CRIS at 416x416, batch 2: eval forward, then one BCE/Adam step in train
     mode with medvlsm's default frozen backbone (the backbone's BatchNorm statistics still move)."""
-    from benchmarks.bench_cris import FROZEN_BACKBONE, make_batch, make_train_step
+    from medvlsm_jax.bench.bench_cris import FROZEN_BACKBONE, make_batch, make_train_step
 
     t0 = time.perf_counter()
     model = build_model("cris", "base")

@@ -50,9 +50,9 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 def tiny_config(data_dir: str, **train):
     """The tiny CLIPSeg at 32 px on the tiny dataset, a few steps, no progress bar."""
-    from configs.clipseg import get_config
+    from medvlsm_jax.config import load_config
 
-    c = get_config("dataset=synthetic_polyp,prompt=p1,variant=tiny,image_size=32,loss=corrected")
+    c = load_config("clipseg:dataset=synthetic_polyp,prompt=p1,variant=tiny,image_size=32,loss=corrected")
     c.data.data_dir = data_dir
     c.train.update(batch_size=4, num_epochs=2, min_epochs=1, progress=False, log_every_steps=1)
     c.train.update(**train)

@@ -15,10 +15,10 @@ import numpy as np
 
 def flax_steps(init_dir: str, batches: list[dict[str, np.ndarray]], *, variant_overrides: dict) -> tuple[list, dict]:
     """(losses, {path: decoder param}) after one train step per batch (AdamW, corrected loss)."""
-    from configs.clipseg import get_config
+    from medvlsm_jax.config import load_config
     from medvlsm_jax.train import trainer
 
-    c = get_config("variant=tiny,loss=corrected,dataset=synthetic_polyp,prompt=p0")
+    c = load_config("clipseg:variant=tiny,loss=corrected,dataset=synthetic_polyp,prompt=p0")
     c.model.init = init_dir
     c.model.overrides.update(variant_overrides)
     c.train.update(optimizer="adamw", lr=1e-3, weight_decay=1e-3, batch_size=len(batches[0]["mask"]), cache="off")

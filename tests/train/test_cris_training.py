@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 
-from configs.cris import get_config
+from medvlsm_jax.config import load_config
 from medvlsm_jax.train import trainer
 
 
 def cris_config(data_dir: str, recipe: str = "paper"):
-    c = get_config(f"dataset=synthetic_polyp,prompt=p1,variant=tiny,image_size=64,recipe={recipe}")
+    c = load_config(f"cris:dataset=synthetic_polyp,prompt=p1,variant=tiny,image_size=64,recipe={recipe}")
     c.model.overrides.update(img_size=64)
     c.data.data_dir = data_dir
     c.train.update(batch_size=4, num_epochs=1, min_epochs=1, progress=False, log_every_steps=1)

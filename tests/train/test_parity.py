@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from tests.train.parity_steps import flax_steps
-from weight_conversion.clipseg import config_from_hf, convert
+from medvlsm_jax.conversion.clipseg import config_from_hf, convert
 
 pytestmark = pytest.mark.torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -14,7 +14,7 @@ Three sources are recognised from their content, with no separate step:
 
 The key map is short: drop ``module.``, split ``nn.MultiheadAttention``'s fused ``in_proj``, drop
 ``num_batches_tracked`` (and CLIP's ``input_resolution``/``context_length``/``vocab_size``
-entries); everything else is :mod:`weight_conversion.rules`, strict. Pickles are always read with
+entries); everything else is :mod:`medvlsm_jax.conversion.rules`, strict. Pickles are always read with
 ``weights_only=True``; a TorchScript archive is read with ``torch.jit.load`` (no pickled objects).
 """
 
@@ -33,8 +33,8 @@ from flax import nnx
 from medvlsm_jax.models.cris import CRIS, CrisConfig, build_tokenizer
 from medvlsm_jax.models.registry import get_spec
 from medvlsm_jax.weights import TOKENIZER_DIR, save_model
-from weight_conversion.rules import ConversionError, ConversionReport, convert_state_dict, split_fused_qkv, strip_prefix
-from weight_conversion.torch_io import load_state_dict
+from medvlsm_jax.conversion.rules import ConversionError, ConversionReport, convert_state_dict, split_fused_qkv, strip_prefix
+from medvlsm_jax.conversion.torch_io import load_state_dict
 
 __all__ = ["FORMATS", "convert", "detect_format", "key_map", "load_into", "read_checkpoint"]
 

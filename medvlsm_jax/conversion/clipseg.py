@@ -15,7 +15,7 @@ from flax import nnx
 from medvlsm_jax import weights
 from medvlsm_jax.data.tokenizers import ClipTokenizer
 from medvlsm_jax.models.clipseg import CLIPSeg, CLIPSegConfig
-from weight_conversion import rules, torch_io
+from medvlsm_jax.conversion import rules, torch_io
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from weight_conversion.rules import ConversionError
+from medvlsm_jax.conversion.rules import ConversionError
 
 
 def _to_numpy(t) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Epoch time with and without the frozen-encoder feature cache:
-``python -m benchmarks.bench_train [--epoch_variant base] [--epoch_images 800]`` (also
+``python -m medvlsm_jax.bench.bench_train [--epoch_variant base] [--epoch_images 800]`` (also
 ``medvlsm-bench epoch``).
 
 The trainer's real loop on a synthetic set; the second epoch of each run is timed (the cached
@@ -15,7 +15,7 @@ import tempfile
 
 
 def epoch_seconds(variant: str, n_train: int, root: str) -> dict[str, float]:
-    from configs.clipseg import get_config
+    from medvlsm_jax.config import load_config
     from medvlsm_jax.data import build_dataset
     from medvlsm_jax.promptgen.synthetic import write_synthetic_dataset
     from medvlsm_jax.train import trainer
@@ -25,7 +25,7 @@ def epoch_seconds(variant: str, n_train: int, root: str) -> dict[str, float]:
     build_dataset("synthetic_polyp", manual_dir=manual, data_dir=data_dir)
     out = {}
     for cache in ("off", "host"):
-        c = get_config(f"variant={variant},dataset=synthetic_polyp,prompt=p1")
+        c = load_config(f"clipseg:variant={variant},dataset=synthetic_polyp,prompt=p1")
         c.data.data_dir = data_dir
         c.train.update(batch_size=16, num_epochs=2, min_epochs=1, cache=cache, progress=False)
         c.eval.update(batch_size=16, after_training=False)

@@ -1,10 +1,10 @@
 """CRIS throughput: forward (eval) and train steps (BCE + Adam, train mode) img/s, compile apart.
 
-    python -m benchmarks.bench_cris [--variant base] [--batch 2] [--size 416] [--warmup 1] [--iters 3]
+    python -m medvlsm_jax.bench.bench_cris [--variant base] [--batch 2] [--size 416] [--warmup 1] [--iters 3]
 
 Model-level figures (no trainer): ``inference`` = eval forward; ``full`` = one Adam step on
 mean BCE over every parameter; ``frozen`` = the same with the CLIP backbone frozen (medvlsm's
-``freeze_encoder=True``). Method of :mod:`benchmarks.harness`. Random weights and inputs
+``freeze_encoder=True``). Method of :mod:`medvlsm_jax.bench.harness`. Random weights and inputs
 (nothing is downloaded); prints JSON.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks import harness
+from medvlsm_jax.bench import harness
 from medvlsm_jax.models.cris import CRIS
 from medvlsm_jax.models.registry import build_model
 
@@ -93,7 +93,7 @@ def _compiled_train(model: CRIS, wrt: nnx.filterlib.Filter, x, ids, y) -> tuple[
 
 def run(variant: str = "base", batch: int = 2, size: int = 416, warmup: int = 1, iters: int = 3) -> dict:
     """Median img/s and compile time of the eval forward and of train steps (all parameters /
-    frozen backbone), timed with :mod:`benchmarks.harness` (compiled ahead of time, apart)."""
+    frozen backbone), timed with :mod:`medvlsm_jax.bench.harness` (compiled ahead of time, apart)."""
     model = build_model("cris", variant, img_size=size)
     x, ids, y = make_batch(batch, size, model.config.word_len)
     result = {"model": f"cris-{variant}", "batch": batch, "size": size, "env": harness.environment()}

@@ -1,6 +1,6 @@
 """CLIPSeg throughput curves: img/s against batch size and against image size, PNG + tables.
 
-    python -m benchmarks.curves [--batches 1,2,4,8] [--sizes 224,352,416,512] [--size-batch 4]
+    python -m medvlsm_jax.bench.curves [--batches 1,2,4,8] [--sizes 224,352,416,512] [--size-batch 4]
         [--modes inference,frozen] [--dtypes fp32] [--variant base] [--iters 3] [--torch]
         [--out benchmarks/results]      (also: medvlsm-bench curves ...)
 
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from PIL import Image, ImageDraw
 
-from benchmarks import bench, harness
+from medvlsm_jax.bench import bench, harness
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]

@@ -1,6 +1,6 @@
 """Input-pipeline throughput: examples/s of ``make_loader`` with the CLIPSeg preprocessing.
 
-    python -m benchmarks.bench_data [--dataset synthetic_polyp] [--data_dir DIR]
+    python -m medvlsm_jax.bench.bench_data [--dataset synthetic_polyp] [--data_dir DIR]
         [--workers 2] [--batch_size 16] [--batches 40] [--model_examples_per_s X]
 
 Builds the synthetic set into a temporary data dir when ``--data_dir`` is not given. With

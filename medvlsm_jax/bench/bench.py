@@ -5,7 +5,7 @@
         [--iters 5] [--warmup 2] [--torch] [--torch-compile] [--out benchmarks/results]
     medvlsm-bench data   [--dataset synthetic_polyp] [--workers 0,2] [--batch 16] [--batches 20]
     medvlsm-bench epoch  [--variant base] [--train-size 800]   # epoch s with/without the feature cache
-    medvlsm-bench curves [...]   # CLIPSeg img/s vs batch size and image size (benchmarks.curves)
+    medvlsm-bench curves [...]   # CLIPSeg img/s vs batch size and image size (medvlsm_jax.bench.curves)
 
 Modes (the real steps of :mod:`medvlsm_jax.train.trainer`, built with ``build_run``):
 
@@ -15,7 +15,7 @@ Modes (the real steps of :mod:`medvlsm_jax.train.trainer`, built with ``build_ru
 * ``full`` — the full finetune step (every parameter trained; CRIS's paper recipe).
 
 Every row: compile time apart, median img/s of waited-for steps on a device-resident batch,
-spread, FLOPs per image (XLA cost analysis), MFU (see :mod:`benchmarks.harness`), memory.
+spread, FLOPs per image (XLA cost analysis), MFU (see :mod:`medvlsm_jax.bench.harness`), memory.
 ``bf16`` = the trainer's ``mixed_precision`` (bfloat16 compute); PyTorch: autocast (AMP).
 Batch sizes are global (split over the devices) unless ``--per-device``. Device counts other
 than the visible count run in a child process that sees only that many devices
@@ -41,16 +41,17 @@ import jax
 import numpy as np
 from flax import nnx
 
-from benchmarks import harness
+from medvlsm_jax.bench import harness
+from medvlsm_jax.config import load_config
 
 MODES = ("inference", "frozen", "full")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 # models with a PyTorch reference: module providing torch_model / reference_step / TRAIN_OVERRIDES
-REFERENCES = {"clipseg": "benchmarks.bench_clipseg"}
+REFERENCES = {"clipseg": "medvlsm_jax.bench.bench_clipseg"}
 IMAGE_KEYS = ("pixel_values", "input_ids", "attention_mask")
 SEQ_LEN, BOS, EOS = 77, 49406, 49407
 # subcommands with their own options, handled by another module's main(argv)
-DELEGATED = {"curves": "benchmarks.curves"}
+DELEGATED = {"curves": "medvlsm_jax.bench.curves"}
 PAPER_EPOCHS = 90  # the paper-faithful CLIPSeg finetune length the epoch projection is for
 
 
@@ -88,7 +89,7 @@ def make_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def train_config(model: str, variant: str, mode: str, batch: int, size: int, dtype: str) -> Any:
     """The family's paper recipe for ``mode`` (the reference's optimiser when it has one)."""
-    c = importlib.import_module(f"configs.{model}").get_config(f"variant={variant}")
+    c = load_config(f"{model}:variant={variant}")
     size = size or _default_size(model)
     c.data.image_size = size
     if "img_size" in _config_fields(model):  # models built for one input size (CRIS)
@@ -284,7 +285,7 @@ def run_on_devices(spec: Spec, n: int) -> list[dict[str, Any]]:
         raise ValueError(f"--devices {n}: only {jax.device_count()} devices are visible")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
-        cmd = [sys.executable, "-m", "benchmarks.bench", "worker", json.dumps(dataclasses.asdict(spec)), out]
+        cmd = [sys.executable, "-m", "medvlsm_jax.bench.bench", "worker", json.dumps(dataclasses.asdict(spec)), out]
         subprocess.run(cmd, env=device_env(n), check=True)
         with open(out) as f:
             return json.load(f)
@@ -314,9 +315,9 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 def pipeline_rows(dataset: str, data_dir: str, model: str, workers: list[int], batch_size: int,
                   batches: int) -> list[dict[str, Any]]:
-    """Loader examples/s on the host (:func:`benchmarks.bench_data.measure`) and into the
+    """Loader examples/s on the host (:func:`medvlsm_jax.bench.bench_data.measure`) and into the
     devices (each batch put on the data mesh and waited for)."""
-    from benchmarks import bench_data
+    from medvlsm_jax.bench import bench_data
     from medvlsm_jax.data import make_loader
     from medvlsm_jax.train import sharding as shd
 
@@ -440,9 +441,9 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_epoch(args: argparse.Namespace) -> dict[str, Any]:
     """CLIPSeg paper-faithful epoch time on a synthetic set, without and with the frozen-feature
-    cache (:func:`benchmarks.bench_train.epoch_seconds`: the trainer's real loop, second epoch of
+    cache (:func:`medvlsm_jax.bench.bench_train.epoch_seconds`: the trainer's real loop, second epoch of
     each run, 16-image validation included), and the projected 90-epoch finetune."""
-    from benchmarks import bench_train
+    from medvlsm_jax.bench import bench_train
 
     with tempfile.TemporaryDirectory() as root:
         sec = bench_train.epoch_seconds(args.variant, args.train_size, root)

@@ -95,3 +95,30 @@ def recipe(c: ml_collections.ConfigDict, recipes: dict[str, Callable[[Any], None
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(recipes)}")
     recipes[name](c.train)
     return c
+
+
+def config_dir() -> str:
+    """The folder of the run configs: ``$MEDVLSM_CONFIG_DIR``, else ``configs/`` beside the package
+    (a source checkout, where the configs live)."""
+    import os  # noqa: PLC0415
+
+    default = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    return os.environ.get("MEDVLSM_CONFIG_DIR", default)
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads a run config by file path, as ``ml_collections.config_flags`` does: ``spec`` is
+    ``PATH[:ARG]`` or ``NAME[:ARG]`` (``NAME`` = a file of :func:`config_dir`, e.g.
+    ``clipseg:dataset=busi``). Nothing is imported as a global ``configs`` package."""
+    import importlib.util  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    path, _, arg = spec.partition(":")
+    if not path.endswith(".py"):
+        path = os.path.join(config_dir(), path + ".py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module_spec = importlib.util.spec_from_file_location(f"_medvlsm_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)

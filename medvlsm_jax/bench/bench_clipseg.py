@@ -1,6 +1,6 @@
 """CLIPSeg's PyTorch references (transformers ``CLIPSegForImageSegmentation``) for ``medvlsm-bench``.
 
-    python -m benchmarks.bench_clipseg --batch 4 --size 352 [--iters 10] [--dtype fp32] [--out DIR]
+    python -m medvlsm_jax.bench.bench_clipseg --batch 4 --size 352 [--iters 10] [--dtype fp32] [--out DIR]
 
 is shorthand for ``medvlsm-bench models --models clipseg --modes inference --torch`` (Flax
 forward vs transformers forward, side by side in one process).
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variant", default="base")
     p.add_argument("--out", default=None, help="results root (default: print only)")
     a = p.parse_args(argv)
-    from benchmarks import bench
+    from medvlsm_jax.bench import bench
 
     args = ["models", "--models", "clipseg", "--variant", a.variant, "--modes", "inference", "--batch",
             str(a.batch), "--size", str(a.size), "--iters", str(a.iters), "--warmup", str(a.warmup),
