@@ -17,7 +17,7 @@ DEFAULTS = {"dataset": "synthetic_polyp", "prompt": "p1", "recipe": "paper", "va
 def get_config(arg: str | None = None):
     c = base_config("clipseg", parse_arg(arg, DEFAULTS))
     c.model.freeze_encoder = False
-    c.model.overrides.update(patch_size=8, image_size=64, vision_hidden_size=64, vision_intermediate_size=128,
+    c.model.overrides.update(patch_size=8, pretrain_image_size=64, vision_hidden_size=64, vision_intermediate_size=128,
                              decoder_intermediate_size=64, reduce_dim=32,
                              use_complex_transposed_convolution=False)  # its 2 x (p//4) upsampling fits p=16 only
     c.train.update(optimizer="adam", lr=1e-3, batch_size=16, num_epochs=40, min_epochs=10,

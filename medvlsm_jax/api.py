@@ -1,11 +1,12 @@
 """Public inference API: ``medvlsm_jax.load(folder)`` -> :class:`Segmenter`.
 
 A folder is what ``medvlsm-convert`` (or the trainer's export) writes: ``model.json`` naming the
-family and its config, Orbax ``params/`` and ``tokenizer/``.
+family, its config and its resolved input contract, Orbax ``params/`` and ``tokenizer/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -16,8 +17,9 @@ from flax import nnx
 from PIL import Image
 
 from medvlsm_jax import weights
-from medvlsm_jax.data.preprocessing import PreprocessSpec, make_tokenizer, normalize, resize_image
+from medvlsm_jax.data.preprocessing import make_tokenizer, normalize, resize_image
 from medvlsm_jax.models import registry
+from medvlsm_jax.models.contract import InputContract
 from medvlsm_jax.ops.resize import resize
 
 __all__ = ["Segmenter", "load"]
@@ -47,18 +49,18 @@ class Segmenter:
       original size, threshold).
     """
 
-    def __init__(self, model: nnx.Module, family: str, tokenizer: Any, preprocessing: PreprocessSpec,
+    def __init__(self, model: nnx.Module, family: str, tokenizer: Any, contract: InputContract,
                  threshold: float):
         self.model = model
         self.family = family
         self.tokenizer = tokenizer
-        self.preprocessing = preprocessing
+        self.contract = contract
         self.threshold = threshold
         graphdef, state = nnx.split(model)
 
         @jax.jit
-        def _forward(state, pixel_values, input_ids, attention_mask):
-            return nnx.merge(graphdef, state)(pixel_values, input_ids, attention_mask)
+        def _forward(state, inputs):
+            return nnx.merge(graphdef, state)(**inputs)
 
         self._state = state
         self._forward = _forward
@@ -66,33 +68,42 @@ class Segmenter:
     def tokenize(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         return self.tokenizer(list(prompts))
 
-    def logits(self, pixel_values, input_ids, attention_mask=None) -> jax.Array:
-        """(B, H, W) float32 logits for normalised NHWC ``pixel_values``."""
-        input_ids = jnp.asarray(input_ids, jnp.int32)
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
-        return self._forward(self._state, jnp.asarray(pixel_values, jnp.float32), input_ids,
-                             jnp.asarray(attention_mask, jnp.int32))
+    def logits(self, pixel_values, input_ids=None, attention_mask=None) -> jax.Array:
+        """(B, H, W) float32 logits for normalised NHWC ``pixel_values`` (and token ids for
+        text models; image-only models take none)."""
+        inputs = {"pixel_values": jnp.asarray(pixel_values, jnp.float32)}
+        if self.contract.text is not None:
+            if input_ids is None:
+                raise ValueError(f"{self.family} is a text-conditioned model: pass input_ids")
+            inputs["input_ids"] = jnp.asarray(input_ids, jnp.int32)
+            inputs["attention_mask"] = (jnp.ones_like(inputs["input_ids"]) if attention_mask is None
+                                        else jnp.asarray(attention_mask, jnp.int32))
+        return self._forward(self._state, inputs)
 
     def preprocess(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        spec = self.preprocessing
+        spec = self.contract
         pils = [_as_rgb(im) for im in images]
         sizes = [(im.height, im.width) for im in pils]
         pixels = np.stack([normalize(resize_image(im, spec.image_size), spec.mean, spec.std) for im in pils])
         return pixels, sizes
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], prompts: str | Sequence[str],
+    def predict(self, images: ImageLike | Sequence[ImageLike], prompts: str | Sequence[str] | None = None,
                 threshold: float | None = None) -> list[np.ndarray] | np.ndarray:
         """One boolean mask (H, W) per image, at the image's original size (a single image in, a
-        single mask out)."""
+        single mask out). Image-only models take no prompts."""
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
-        prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         pixels, sizes = self.preprocess(images)
-        tok = self.tokenize(prompts)
-        probs = jax.nn.sigmoid(self.logits(pixels, tok["input_ids"], tok["attention_mask"]))
+        if self.contract.text is None:
+            probs = jax.nn.sigmoid(self.logits(pixels))
+        else:
+            if prompts is None:
+                raise ValueError(f"{self.family} is a text-conditioned model: pass prompts")
+            prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+            if len(prompts) != len(images):
+                raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+            tok = self.tokenize(prompts)
+            probs = jax.nn.sigmoid(self.logits(pixels, tok["input_ids"], tok["attention_mask"]))
         thr = self.threshold if threshold is None else threshold
         masks = []
         for p, size in zip(probs, sizes):
@@ -111,13 +122,13 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     model = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     weights.restore_params(checkpoint_dir, model)
     model.eval()
-    # a model trained at another resolution records it in model.json
-    pre = spec.preprocessing_for(config, meta.get("image_size"))
     tok_dir = os.path.join(checkpoint_dir, weights.TOKENIZER_DIR)
-    if os.path.isdir(tok_dir) and spec.tokenizer == "clip":
-        from medvlsm_jax.data.tokenizers import ClipTokenizer
-
-        tokenizer = ClipTokenizer.from_dir(tok_dir)
-    else:
-        tokenizer = make_tokenizer(pre.text)
-    return Segmenter(model, family, tokenizer, pre, threshold=meta.get("threshold", spec.threshold))
+    vocab = tok_dir if os.path.isdir(tok_dir) else None
+    if "contract" in meta:  # the contract the model was converted or trained with
+        contract = InputContract.from_dict(meta["contract"])
+        if contract.text is not None and vocab:
+            contract = dataclasses.replace(contract, text=dataclasses.replace(contract.text, vocab=vocab))
+    else:  # folders written before contracts were recorded: the family's, at the trained size
+        contract = spec.resolve_contract(config, meta.get("image_size"), vocab=vocab)
+    tokenizer = make_tokenizer(contract.text) if contract.text is not None else None
+    return Segmenter(model, family, tokenizer, contract, threshold=meta.get("threshold", spec.threshold))

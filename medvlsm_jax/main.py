@@ -29,26 +29,23 @@ _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from medvlsm_jax.train import (
-        sharding,
-        trainer,
-    )
+    from medvlsm_jax.train import loop, sharding
 
     sharding.maybe_initialize_distributed()
     config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
     logging.set_verbosity(logging.INFO)
     pylogging.getLogger("absl").setLevel(pylogging.WARNING)  # orbax logs every save at INFO
     if mode == "train":
-        out = trainer.train_and_evaluate(config, workdir)
+        out = loop.train_and_evaluate(config, workdir)
         meta = out["meta"]
         print(f"training stopped ({meta['stop_reason']}) after {meta['epoch']} epochs; best val Dice "
               f"{meta['best_dice']:.4f} at epoch {meta['best_epoch']}")
         print(f"model exported to {out['export']}")
     else:
-        out = trainer.evaluate_run(config, workdir, zeroshot=mode == "zeroshot")
+        out = (loop.evaluate_zeroshot if mode == "zeroshot" else loop.evaluate_checkpoint)(config, workdir)
     results = out["results"]
     if results:
-        from medvlsm_jax import evaluate
+        from medvlsm_jax.evaluation import evaluate
 
         table = evaluate.format_table({k: v for r in results.values() for k, v in r["per_dataset"].items()})
         print(table)

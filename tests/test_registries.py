@@ -12,13 +12,15 @@ def test_same_datasets_and_prompt_keys():
         assert data_registry.get_spec(name).prompt_keys == gen_keys, name
 
 
-def test_model_preprocessing_follows_the_model_config():
+def test_input_contract_follows_the_model_config():
     from medvlsm_jax.models import registry
 
     cris = registry.get_spec("cris")
-    spec = cris.preprocessing_for(cris.config("tiny", pad_id=0), 64)
-    assert spec.image_size == (64, 64) and spec.text.pad_id == 0
+    contract = cris.resolve_contract(cris.config("tiny", pad_id=0, word_len=20), 64)
+    assert contract.image_size == (64, 64) and contract.text.pad_id == 0 and contract.text.max_length == 20
     clipseg = registry.get_spec("clipseg")
-    spec = clipseg.preprocessing_for(clipseg.config("tiny"), (32, 48))
-    assert spec.image_size == (32, 48) and spec.text.pad_id is None
-    assert clipseg.preprocessing_for(clipseg.config("tiny")).image_size == (352, 352)
+    contract = clipseg.resolve_contract(clipseg.config("tiny"), (32, 48), vocab="/some/tokenizer")
+    assert contract.image_size == (32, 48) and contract.text.pad_id is None
+    assert contract.text.vocab == "/some/tokenizer" and contract.input_keys == ("pixel_values", "input_ids",
+                                                                              "attention_mask")
+    assert clipseg.resolve_contract(clipseg.config("tiny")).image_size == (352, 352)

@@ -7,7 +7,7 @@
     medvlsm-bench epoch  [--variant base] [--train-size 800]   # epoch s with/without the feature cache
     medvlsm-bench curves [...]   # CLIPSeg img/s vs batch size and image size (medvlsm_jax.bench.curves)
 
-Modes (the real steps of :mod:`medvlsm_jax.train.trainer`, built with ``build_run``):
+Modes (the real steps of :mod:`medvlsm_jax.train.run`, built with ``build_run``):
 
 * ``inference`` — the model's forward (eval mode), jitted over a data-parallel mesh;
 * ``frozen`` — the paper-faithful CLIPSeg finetune step: the trainer's jitted ``encode`` of the
@@ -48,7 +48,6 @@ MODES = ("inference", "frozen", "full")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 # models with a PyTorch reference: module providing torch_model / reference_step / TRAIN_OVERRIDES
 REFERENCES = {"clipseg": "medvlsm_jax.bench.bench_clipseg"}
-IMAGE_KEYS = ("pixel_values", "input_ids", "attention_mask")
 SEQ_LEN, BOS, EOS = 77, 49406, 49407
 # subcommands with their own options, handled by another module's main(argv)
 DELEGATED = {"curves": "medvlsm_jax.bench.curves"}
@@ -90,10 +89,7 @@ def make_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
 def train_config(model: str, variant: str, mode: str, batch: int, size: int, dtype: str) -> Any:
     """The family's paper recipe for ``mode`` (the reference's optimiser when it has one)."""
     c = load_config(f"{model}:variant={variant}")
-    size = size or _default_size(model)
-    c.data.image_size = size
-    if "img_size" in _config_fields(model):  # models built for one input size (CRIS)
-        c.model.overrides.img_size = size
+    c.data.image_size = size or 0  # 0: the family's contract size
     c.model.freeze_encoder = mode == "frozen"
     c.train.update(batch_size=batch, cache="off", progress=False, mixed_precision=dtype == "bfloat16")
     if model in REFERENCES:
@@ -102,10 +98,11 @@ def train_config(model: str, variant: str, mode: str, batch: int, size: int, dty
 
 
 def _default_size(model: str) -> int:
-    from medvlsm_jax.data import preprocessing
+    """The family's contract size (its base variant)."""
     from medvlsm_jax.models import registry
 
-    return preprocessing.get_preprocessing(registry.get_spec(model).preprocessing).image_size[0]
+    spec = registry.get_spec(model)
+    return spec.resolve_contract(spec.config("base")).image_size[0]
 
 
 def _config_fields(model: str) -> set[str]:
@@ -120,20 +117,23 @@ def _config_fields(model: str) -> set[str]:
 def flax_inference(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, list[harness.Compiled]]:
     """The model's eval-mode forward, jitted over the data mesh."""
     from medvlsm_jax.models import registry
+    from medvlsm_jax.train import run as run_lib
     from medvlsm_jax.train import sharding as shd
-    from medvlsm_jax.train import trainer
 
-    model = registry.get_spec(config.model.name).build(trainer.model_config(config), nnx.Rngs(config.seed))
+    spec = registry.get_spec(config.model.name)
+    model_cfg = run_lib.model_config(config)
+    keys = run_lib.resolve_contract(config, spec, model_cfg).input_keys
+    model = spec.build(model_cfg, nnx.Rngs(config.seed))
     model.eval()
     graphdef, state = nnx.split(model)
     mesh = shd.make_mesh()
     rep, bat = shd.replicated(mesh), shd.batch_sharded(mesh)
 
     def forward(state, inputs):
-        return nnx.merge(graphdef, state)(*(inputs[k] for k in IMAGE_KEYS))
+        return nnx.merge(graphdef, state)(**inputs)
 
     state = jax.device_put(state, rep)
-    inputs = shd.put_batch({k: batch[k] for k in IMAGE_KEYS}, bat)
+    inputs = shd.put_batch({k: batch[k] for k in keys}, bat)
     c = harness.compile_jax(jax.jit(forward, in_shardings=(rep, bat), out_shardings=bat), state, inputs)
     return lambda: c.fn(state, inputs), [c]
 
@@ -141,20 +141,20 @@ def flax_inference(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable,
 def flax_train(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, list[harness.Compiled]]:
     """The trainer's train step (after its frozen-encoder ``encode`` when the encoders are frozen)."""
     from medvlsm_jax.train import sharding as shd
-    from medvlsm_jax.train import trainer
+    from medvlsm_jax.train.run import build_run
 
-    run = trainer.build_run(config)
-    state = run.state
-    raw = shd.put_batch({k: batch[k] for k in IMAGE_KEYS}, run.batch_sharding)
+    run = build_run(config)
+    state = run.init_state
+    raw = shd.put_batch({k: batch[k] for k in run.contract.input_keys}, run.batch_sharding)
     feed = {"mask": shd.put_batch(batch["mask"], run.batch_sharding)}
     compiled = []
     if run.encoder_frozen:
-        enc = harness.compile_jax(run.encode, state.params, run.frozen, state.rest, raw)
+        enc = harness.compile_jax(run.steps.encode, state.params, run.frozen, state.rest, raw)
         compiled.append(enc)
         feed["features"] = enc.fn(state.params, run.frozen, state.rest, raw)
     else:
         feed.update(raw)
-    step = harness.compile_jax(run.train_step, state, run.frozen, feed)
+    step = harness.compile_jax(run.steps.train, state, run.frozen, feed)
     compiled.append(step)
 
     def train_step():
@@ -319,18 +319,20 @@ def pipeline_rows(dataset: str, data_dir: str, model: str, workers: list[int], b
     devices (each batch put on the data mesh and waited for)."""
     from medvlsm_jax.bench import bench_data
     from medvlsm_jax.data import make_loader
+    from medvlsm_jax.models.registry import default_contract
     from medvlsm_jax.train import sharding as shd
 
     sharding = shd.batch_sharded(shd.make_mesh())
+    contract = default_contract(model)
     rows = []
     for w in workers:
         host = bench_data.measure(dataset, data_dir, model, w, batch_size, batches)
-        it = iter(make_loader(dataset, "train", model, "random", batch_size, data_dir=data_dir, num_epochs=None,
+        it = iter(make_loader(dataset, "train", contract, "random", batch_size, data_dir=data_dir, num_epochs=None,
                               worker_count=w))
 
         def to_device():
             b = next(it)
-            return shd.put_batch({k: b[k] for k in (*IMAGE_KEYS, "mask")}, sharding)
+            return shd.put_batch({k: b[k] for k in (*contract.input_keys, "mask")}, sharding)
         dev = harness.time_steps(to_device, batch=batch_size, warmup=3, iters=batches)
         rows.append({"dataset": dataset, "model": model, "workers": w, "batch": batch_size,
                      "host_img_per_s": host, "device_img_per_s": dev["img_per_s"], "device_spread": dev["spread"]})

@@ -17,12 +17,13 @@ import time
 import tensorflow_datasets as tfds
 
 from medvlsm_jax.data import build_dataset, make_loader
+from medvlsm_jax.models.registry import default_contract
 
 
 def measure(dataset: str, data_dir: str, model: str, workers: int, batch_size: int,
             batches: int, warmup: int = 3) -> float:
     """Examples per second over ``batches`` training batches after ``warmup`` batches."""
-    loader = make_loader(dataset, "train", model, "random", batch_size, data_dir=data_dir,
+    loader = make_loader(dataset, "train", default_contract(model), "random", batch_size, data_dir=data_dir,
                          num_epochs=None, worker_count=workers)
     it = iter(loader)
     for _ in range(warmup):

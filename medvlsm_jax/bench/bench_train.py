@@ -18,7 +18,7 @@ def epoch_seconds(variant: str, n_train: int, root: str) -> dict[str, float]:
     from medvlsm_jax.config import load_config
     from medvlsm_jax.data import build_dataset
     from medvlsm_jax.promptgen.synthetic import write_synthetic_dataset
-    from medvlsm_jax.train import trainer
+    from medvlsm_jax.train import loop
 
     manual, data_dir = os.path.join(root, "manual"), os.path.join(root, "tfds")
     write_synthetic_dataset(manual, "synthetic_polyp", n_train=n_train, n_val=16, n_test=4)
@@ -29,7 +29,7 @@ def epoch_seconds(variant: str, n_train: int, root: str) -> dict[str, float]:
         c.data.data_dir = data_dir
         c.train.update(batch_size=16, num_epochs=2, min_epochs=1, cache=cache, progress=False)
         c.eval.update(batch_size=16, after_training=False)
-        res = trainer.train_and_evaluate(c, os.path.join(root, f"run_{cache}"))
+        res = loop.train_and_evaluate(c, os.path.join(root, f"run_{cache}"))
         out[cache] = res["meta"]["history"][1]["seconds"]
     return out
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from medvlsm_jax.visualize import overlay
+from medvlsm_jax.evaluation.visualize import overlay
 
 
 def main(argv: list[str] | None = None) -> int:

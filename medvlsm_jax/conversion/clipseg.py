@@ -14,7 +14,7 @@ from flax import nnx
 
 from medvlsm_jax import weights
 from medvlsm_jax.data.tokenizers import ClipTokenizer
-from medvlsm_jax.models.clipseg import CLIPSeg, CLIPSegConfig
+from medvlsm_jax.models.clipseg import SPEC, CLIPSeg, CLIPSegConfig
 from medvlsm_jax.conversion import rules, torch_io
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -31,7 +31,7 @@ def config_from_hf(hf: dict) -> CLIPSegConfig:
     if act_v != act_t:
         raise rules.ConversionError(f"vision ({act_v}) and text ({act_t}) activations differ; not supported")
     return CLIPSegConfig(
-        image_size=v.get("image_size", base.image_size),
+        pretrain_image_size=v.get("image_size", base.pretrain_image_size),
         patch_size=v.get("patch_size", base.patch_size),
         vision_hidden_size=v.get("hidden_size", base.vision_hidden_size),
         vision_layers=v.get("num_hidden_layers", base.vision_layers),
@@ -92,7 +92,9 @@ def convert(src: str, dst: str) -> rules.ConversionReport:
     report = load_into(model, torch_io.load_state_dict(wpath), source=wpath)
     has_tok = all(os.path.exists(os.path.join(src, n)) for n in ("vocab.json", "merges.txt"))
     tok = ClipTokenizer.from_dir(src) if has_tok else ClipTokenizer.default()
+    contract = SPEC.resolve_contract(cfg)
     weights.save_model(dst, "clipseg", cfg.to_dict(), model,
-                       extra={"source": os.path.abspath(src), "tokenizer_source": "src" if has_tok else "default"})
+                       extra={"source": os.path.abspath(src), "tokenizer_source": "src" if has_tok else "default",
+                              "contract": contract.to_dict()})
     tok.save(os.path.join(dst, weights.TOKENIZER_DIR))
     return report

@@ -30,7 +30,8 @@ from collections.abc import Mapping
 import numpy as np
 from flax import nnx
 
-from medvlsm_jax.models.cris import CRIS, CrisConfig, build_tokenizer
+from medvlsm_jax.data.preprocessing import make_tokenizer
+from medvlsm_jax.models.cris import CRIS, CrisConfig
 from medvlsm_jax.models.registry import get_spec
 from medvlsm_jax.weights import TOKENIZER_DIR, save_model
 from medvlsm_jax.conversion.rules import ConversionError, ConversionReport, convert_state_dict, split_fused_qkv, strip_prefix
@@ -129,7 +130,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, variant: str = "b
     model = CRIS(config, rngs=nnx.Rngs(seed))
     report = load_into(model, sd, fmt, src)
     fresh = [p[:-2] for p in FRESH_WITH_CLIP if any(fnmatch.fnmatchcase(k, p) for k in report.kept_init)]
+    contract = get_spec(FAMILY).resolve_contract(config)
     save_model(dst, FAMILY, dataclasses.asdict(config), model,
-               extra={"source": os.path.abspath(src), "source_format": fmt, "fresh_init": fresh})
-    build_tokenizer(config).save(os.path.join(dst, TOKENIZER_DIR))
+               extra={"source": os.path.abspath(src), "source_format": fmt, "fresh_init": fresh,
+                      "contract": contract.to_dict()})
+    make_tokenizer(contract.text).save(os.path.join(dst, TOKENIZER_DIR))
     return report

@@ -2,10 +2,10 @@
 
 Public API (imported lazily, so ``medvlsm_jax.data.tokenizers`` stays light)::
 
-    make_loader(dataset, split, model, prompt, batch_size, *, seed=42, ...) -> Loader
+    make_loader(dataset, split, contract, prompt, batch_size, *, seed=42, ...) -> Loader
     build_dataset(name, *, manual_dir=None, data_dir=None, overwrite=False) -> builder
     original_mask(dataset, split, index, data_dir=None) -> uint8 (H, W)
-    DATASETS, PAPER_DATASETS, POOLED, SPECS, PREPROCESSING, DataError, ...
+    DATASETS, PAPER_DATASETS, POOLED, SPECS, make_tokenizer, DataError, ...
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ _EXPORTS = {
     "SPECS": "registry",
     "get_spec": "registry",
     "default_data_dir": "registry",
-    "PREPROCESSING": "preprocessing",
-    "get_preprocessing": "preprocessing",
+    "make_tokenizer": "preprocessing",
     "DataError": "errors",
     "DuplicateAnnotationsWarning": "errors",
 }

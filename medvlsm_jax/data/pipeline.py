@@ -28,10 +28,11 @@ from absl import flags
 
 from medvlsm_jax.data import io as data_io
 from medvlsm_jax.data.errors import DataError
-from medvlsm_jax.data.preprocessing import PreprocessSpec, get_preprocessing, make_tokenizer, preprocess
+from medvlsm_jax.data.preprocessing import make_tokenizer, preprocess
 from medvlsm_jax.data.prompts import PromptChoice, check_prompt, parse_prompt, select_prompt
 from medvlsm_jax.data.registry import get_spec, members
 from medvlsm_jax.data.sources import load_builder, raw_source, source_key
+from medvlsm_jax.models.contract import InputContract
 
 log = logging.getLogger(__name__)
 PAD = (-1, -1)
@@ -61,7 +62,7 @@ class _ReadExample:
 
     sources: Mapping[int, Any]
     choice: PromptChoice
-    spec: PreprocessSpec
+    spec: InputContract
 
     def __call__(self, item: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
         dataset_id, index = item
@@ -182,7 +183,7 @@ def _check_prompt_on_all(choice: PromptChoice, names: tuple[str, ...]) -> None:
 def make_loader(
     dataset: str,
     split: str,
-    model: str,
+    contract: InputContract,
     prompt: str,
     batch_size: int,
     *,
@@ -198,14 +199,14 @@ def make_loader(
     prompt_override: str | None = None,
     read_threads: int = 2,
     prefetch_batches: int = 2,
-    image_size: int | tuple[int, int] | None = None,
 ) -> Loader:
     """A batched, preprocessed, tokenized loader over ``dataset``'s ``split``.
 
     Args:
       dataset: a dataset name, ``pooled_polyp`` or ``pooled_all``.
       split: ``train``, ``val`` or ``test``.
-      model: a key of :data:`medvlsm_jax.data.preprocessing.PREPROCESSING` (e.g. ``clipseg``).
+      contract: the model's resolved input contract (``ModelSpec.resolve_contract``): size,
+        normalisation and text spec (``None`` text: image-only batches, no tokenizer).
       prompt: ``pN``, ``random`` or ``""`` (see :mod:`medvlsm_jax.data.prompts`).
       batch_size: examples per batch (per process when sharded).
       seed: seeds shuffling and prompt draws.
@@ -218,10 +219,8 @@ def make_loader(
       shard_index / shard_count: this process's shard (default 0 / 1; pass
         ``jax.process_index()`` / ``jax.process_count()`` on multi-host runs).
       tokenizer: callable ``tok(texts, max_length=L)`` -> dict with ``input_ids`` and
-        ``attention_mask``; defaults to the model's tokenizer.
+        ``attention_mask``; defaults to the contract's tokenizer.
       prompt_override: a fixed text for every example (takes precedence over ``prompt``).
-      image_size: model input size (``int`` for square) instead of the model's default, with
-        the same resizing and normalisation (e.g. a CLIPSeg run at 224 or a small demo model).
 
     Batches hold ``pixel_values`` float32 (B, H, W, 3), ``mask`` float32 (B, H, W) in {0, 1},
     ``input_ids`` / ``attention_mask`` int32 (B, L) (text models), ``valid`` bool (B,),
@@ -238,10 +237,6 @@ def make_loader(
     names = members(dataset)
     choice = parse_prompt(prompt, prompt_override)
     _check_prompt_on_all(choice, names)
-    spec = get_preprocessing(model)
-    if image_size:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        spec = dataclasses.replace(spec, image_size=size)
 
     ds, sources = _member_indices(names, split, source_key(data_dir))
     total = len(ds)
@@ -258,11 +253,11 @@ def make_loader(
             ds = grain.MapDataset.concatenate([ds, grain.MapDataset.range(pad).map(_pad_item)])
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
-    ds = ds.random_map(_ReadExample(sources, choice, spec), seed=seed)
+    ds = ds.random_map(_ReadExample(sources, choice, contract), seed=seed)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if spec.text is not None:
-        tok = tokenizer if tokenizer is not None else make_tokenizer(spec.text)
-        ds = ds.map(_Tokenize(tok, spec.text.max_length))
+    if contract.text is not None:
+        tok = tokenizer if tokenizer is not None else make_tokenizer(contract.text)
+        ds = ds.map(_Tokenize(tok, contract.text.max_length))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                               prefetch_buffer_size=prefetch_batches))
     if worker_count > 0:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from medvlsm_jax.models import clip as clip_lib
+from medvlsm_jax.models.contract import IMAGENET_MEAN, IMAGENET_STD, InputContract, TextSpec
 from medvlsm_jax.models.registry import ModelSpec, register
 
 Array = jax.Array
@@ -32,7 +33,7 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class CLIPSegConfig:
     # vision tower (CLIP ViT-B/16)
-    image_size: int = 224  # pretraining resolution: the position grid is image_size // patch_size
+    pretrain_image_size: int = 224  # the position grid is pretrain_image_size // patch_size
     patch_size: int = 16
     vision_hidden_size: int = 768
     vision_layers: int = 12
@@ -56,8 +57,7 @@ class CLIPSegConfig:
     decoder_intermediate_size: int = 2048
     conditional_layer: int = 0
     use_complex_transposed_convolution: bool = True
-    # default input resolution of the released model and computation dtype
-    input_size: int = 352
+    # computation dtype (the input size is the family's contract, not a model field)
     dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,10 +77,10 @@ def rd64_refined() -> CLIPSegConfig:
 def tiny() -> CLIPSegConfig:
     """A few-kilobyte variant with the same structure, for tests and the CPU demo."""
     return CLIPSegConfig(
-        image_size=64, patch_size=16, vision_hidden_size=32, vision_layers=5, vision_heads=2,
+        pretrain_image_size=64, patch_size=16, vision_hidden_size=32, vision_layers=5, vision_heads=2,
         vision_intermediate_size=64, text_hidden_size=32, text_layers=2, text_heads=2,
         text_intermediate_size=64, projection_dim=32, extract_layers=(1, 2, 3), reduce_dim=16,
-        decoder_heads=2, decoder_intermediate_size=32, input_size=64,
+        decoder_heads=2, decoder_intermediate_size=32,
     )
 
 
@@ -133,7 +133,7 @@ class CLIPSegClip(nnx.Module):
     def __init__(self, cfg: CLIPSegConfig, *, rngs: nnx.Rngs, dtype=None):
         self.vision_model = clip_lib.VisionTransformer(
             dim=cfg.vision_hidden_size, depth=cfg.vision_depth, heads=cfg.vision_heads,
-            mlp_dim=cfg.vision_intermediate_size, patch=cfg.patch_size, image_size=cfg.image_size,
+            mlp_dim=cfg.vision_intermediate_size, patch=cfg.patch_size, image_size=cfg.pretrain_image_size,
             act=cfg.hidden_act, eps=cfg.layer_norm_eps, rngs=rngs, dtype=dtype,
         )
         self.text_model = clip_lib.TextTransformer(
@@ -192,12 +192,18 @@ class CLIPSeg(nnx.Module):
         return self.decode(feats)
 
 
+def input_contract(cfg: CLIPSegConfig) -> InputContract:
+    """medvlsm's CLIPSeg inputs: 352² (``CIDAS/clipseg-rd64-refined``'s processor), ImageNet
+    mean/std, CLIP BPE with the text tower's 77 positions."""
+    return InputContract((352, 352), IMAGENET_MEAN, IMAGENET_STD, TextSpec("clip", cfg.max_position_embeddings))
+
+
 SPEC = register(ModelSpec(
     name="clipseg",
     config_cls=CLIPSegConfig,
     build=lambda cfg, rngs: CLIPSeg(cfg, rngs=rngs),
     variants={"base": rd64_refined, "rd64-refined": rd64_refined, "tiny": tiny},
-    preprocessing="clipseg",
-    tokenizer="clip",
+    contract=input_contract,
     threshold=0.5,
+    legacy_keys={"image_size": "pretrain_image_size", "input_size": None},
 ))

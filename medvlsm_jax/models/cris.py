@@ -23,13 +23,14 @@ Pieces:
   is ``input_ids == 0``.
 * ``proj``: the projector, a per-sample dynamic 3x3 convolution whose weights come from the
   sentence state; its 1/4-resolution map is upsampled bicubically (``align_corners=True``) to
-  ``img_size``.
+  the input size (the original's ``img_size``, which medvlsm always sets to the input size).
 
 Padding convention: CRIS masks the words whose id is 0. medvlsm fed CRIS Hugging Face CLIP tokens
 padded with 49407 (``<|endoftext|>``), which leaves the mask empty; that is the paper-faithful
 default (``CrisConfig.pad_id = 49407``). ``pad_id=0`` gives the original CRIS behaviour. The
 model itself never looks at ``attention_mask``: like the original, it derives the mask from the
-ids, so the switch lives entirely in the tokenizer (:func:`build_tokenizer`).
+ids, so the switch lives entirely in the tokenizer, which the input contract
+(:func:`input_contract`) tells to pad with ``pad_id``.
 
 Train mode (``model.train()``) matches PyTorch's ``module.train()`` as medvlsm's Lightning loop
 uses it: dropout (``config.dropout``, also on the attention weights as ``nn.MultiheadAttention``
@@ -46,20 +47,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from medvlsm_jax.models.contract import CLIP_MEAN, CLIP_STD, InputContract, TextSpec
 from medvlsm_jax.models.registry import ModelSpec, register
 from medvlsm_jax.ops.resize import resize
 
-if TYPE_CHECKING:
-    from medvlsm_jax.data.tokenizers import ClipTokenizer
-
-__all__ = ["CRIS", "CrisConfig", "build_tokenizer", "tiny_config"]
+__all__ = ["CRIS", "CrisConfig", "input_contract", "tiny_config"]
 
 _EPS = 1e-5  # torch's LayerNorm / BatchNorm default
 _BN_MOMENTUM = 0.9  # torch momentum 0.1
@@ -90,7 +89,6 @@ class CrisConfig:
     num_head: int = 8
     dim_ffn: int = 2048
     dropout: float = 0.2
-    img_size: int = 416
     # tokenizer padding id: 49407 = medvlsm (empty key-padding mask), 0 = original CRIS
     pad_id: int = 49407
 
@@ -120,11 +118,10 @@ def tiny_config() -> CrisConfig:
     )
 
 
-def build_tokenizer(config: CrisConfig) -> ClipTokenizer:
-    """The CLIP tokenizer CRIS is fed with: ``word_len`` tokens padded with ``config.pad_id``."""
-    from medvlsm_jax.data.tokenizers import ClipTokenizer
-
-    return ClipTokenizer.default(max_length=config.word_len, pad_id=config.pad_id)
+def input_contract(config: CrisConfig) -> InputContract:
+    """medvlsm's CRIS inputs: 416² (``configs/model/cris.yaml``), CLIP mean/std, CLIP BPE with
+    ``word_len`` tokens padded with ``config.pad_id``."""
+    return InputContract((416, 416), CLIP_MEAN, CLIP_STD, TextSpec("clip", config.word_len, pad_id=config.pad_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,8 +545,9 @@ class Projector(nnx.Module):
 
 
 class CRIS(nnx.Module):
-    """CRIS segmentation model: ``__call__(pixel_values NHWC, input_ids) -> logits (B, S, S)``
-    with S = ``config.img_size`` (the input resolution in every medvlsm setting, 416)."""
+    """CRIS segmentation model: ``__call__(pixel_values NHWC (B, H, W, 3), input_ids) -> logits
+    (B, H, W)``: the prediction is resized to the input's own size, as the original resizes it to
+    its ``img_size``, which equals the input resolution in every medvlsm setting (416)."""
 
     encoder_prefixes = ("backbone",)
 
@@ -574,24 +572,25 @@ class CRIS(nnx.Module):
                 "pad_mask": input_ids == 0}
 
     def decode(self, features: dict[str, jax.Array]) -> jax.Array:
-        """Neck, decoder and projector on :meth:`encode`'s features -> logits (B, S, S)."""
+        """Neck, decoder and projector on :meth:`encode`'s features -> logits at the input size
+        (C3 has stride 8)."""
         state = features["sentence_state"]
         fq = self.neck(features["c3"], features["c4"], features["c5"], state)
         fq = self.decoder(fq, features["word_features"], features["pad_mask"])
         pred = self.proj(fq, state)
-        size = (self.config.img_size, self.config.img_size)
+        size = (8 * features["c3"].shape[1], 8 * features["c3"].shape[2])
         return resize(pred, size, axes=(1, 2), method="bicubic", align_corners=True)
 
     def __call__(self, pixel_values, input_ids, attention_mask=None) -> jax.Array:
         return self.decode(self.encode(pixel_values, input_ids, attention_mask))
 
 
-register(ModelSpec(
+SPEC = register(ModelSpec(
     name="cris",
     config_cls=CrisConfig,
     build=lambda config, rngs: CRIS(config, rngs=rngs),
     variants={"base": CrisConfig, "tiny": tiny_config},
-    preprocessing="cris",
-    tokenizer="clip",
+    contract=input_contract,
     threshold=0.35,
+    legacy_keys={"img_size": None},  # the output size is the input's own size now
 ))

@@ -7,27 +7,33 @@ Each family module calls :func:`register` at import time. A family provides
   ``variants``;
 * ``build(config, rngs) -> nnx.Module``; the module implements the segmentation contract:
 
-  - ``__call__(pixel_values NHWC, input_ids, attention_mask=None) -> logits (B, H, W)``
-  - ``encode(pixel_values, input_ids, attention_mask=None) -> pytree`` — the frozen encoders'
-    outputs (the frozen-feature cache stores exactly this), and ``decode(features) -> logits``;
-    ``__call__`` is ``decode(encode(...))``.
+  - ``__call__(**inputs) -> logits (B, H, W)``, called by keyword with the input contract's
+    keys (``pixel_values`` NHWC, plus ``input_ids`` and ``attention_mask`` for text models);
+  - ``encode(**inputs) -> pytree`` — the frozen encoders' outputs (the frozen-feature cache
+    stores exactly this), and ``decode(features) -> logits``; ``__call__`` is
+    ``decode(encode(...))``;
   - ``encoder_prefixes``: attribute names of the encoder submodules (frozen by default in the
     paper-faithful recipes, their own learning rate group otherwise).
-* ``preprocessing`` (key of :mod:`medvlsm_jax.data.preprocessing`), ``tokenizer`` kind and the
-  default binarisation ``threshold``.
+* ``contract(config) -> InputContract``: the family's input contract (default size,
+  normalisation, text spec; :mod:`medvlsm_jax.models.contract`), resolved for a run by
+  :meth:`ModelSpec.resolve_contract`;
+* the default binarisation ``threshold``, whether zero-shot evaluation is defined, and
+  ``legacy_keys`` (config fields renamed or dropped since folders were first converted).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from flax import nnx
 
-from medvlsm_jax.data.preprocessing import PreprocessSpec, get_preprocessing
+from medvlsm_jax.models.contract import InputContract, TextSpec
 
-__all__ = ["ModelSpec", "register", "get_spec", "build_model", "list_models", "config_from_dict"]
+__all__ = ["InputContract", "TextSpec", "ModelSpec", "register", "get_spec", "build_model", "list_models", "config_from_dict",
+           "default_contract"]
 
 # family name -> module that registers it (imported lazily so `import medvlsm_jax` stays light)
 _FAMILY_MODULES = {
@@ -42,22 +48,20 @@ class ModelSpec:
     config_cls: type
     build: Callable[[Any, nnx.Rngs], nnx.Module]
     variants: dict[str, Callable[[], Any]]
-    preprocessing: str
-    tokenizer: str = "clip"
+    contract: Callable[[Any], InputContract]
     threshold: float = 0.5
+    zeroshot: bool = True
+    legacy_keys: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
 
-    def preprocessing_for(self, config: Any, image_size: int | tuple[int, int] | None = None) -> PreprocessSpec:
-        """The family's input preprocessing for a given config: at ``image_size`` when given
-        (``int`` for square), and padding tokens with the config's ``pad_id`` when the family's
-        config has one (CRIS: 49407 as medvlsm, 0 as the original)."""
-        spec = get_preprocessing(self.preprocessing)
-        if image_size:
-            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-            spec = dataclasses.replace(spec, image_size=size)
-        pad_id = getattr(config, "pad_id", None)
-        if spec.text is not None and pad_id is not None:
-            spec = dataclasses.replace(spec, text=dataclasses.replace(spec.text, pad_id=pad_id))
-        return spec
+    def resolve_contract(self, config: Any, image_size: int | Sequence[int] | None = None,
+                         vocab: str | None = None) -> InputContract:
+        """The one place a run's inputs are decided: the family's contract for ``config``, at
+        ``image_size`` (the run's single override; ``int`` for square, falsy for the default),
+        reading its vocabulary from the tokenizer folder ``vocab`` when given."""
+        contract = self.contract(config).with_image_size(image_size)
+        if vocab and contract.text is not None:
+            contract = dataclasses.replace(contract, text=dataclasses.replace(contract.text, vocab=vocab))
+        return contract
 
     def config(self, variant: str = "base", **overrides) -> Any:
         if variant not in self.variants:
@@ -86,14 +90,22 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def config_from_dict(name: str, d: dict[str, Any]) -> Any:
-    """Rebuilds a family's config dataclass from its JSON form (tuples restored)."""
-    cls = get_spec(name).config_cls
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
+    """Rebuilds a family's config dataclass from its JSON form (tuples restored). Fields renamed
+    or dropped since a folder was written (the family's ``legacy_keys``) are translated, so model
+    folders converted by earlier versions keep loading."""
+    spec = get_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    d = dict(d)
+    for old, new in spec.legacy_keys.items():
+        if old in d and old not in fields:
+            value = d.pop(old)
+            if new is not None and new not in d:
+                d[new] = value
+    unknown = sorted(set(d) - fields)
     if unknown:
         raise KeyError(f"config of model {name!r} has unknown keys {unknown}")
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-    return cls(**kwargs)
+    return spec.config_cls(**kwargs)
 
 
 def build_model(name: str, config: Any = "base", *, seed: int = 0, **overrides) -> nnx.Module:
@@ -106,3 +118,11 @@ def build_model(name: str, config: Any = "base", *, seed: int = 0, **overrides) 
     elif overrides:
         config = dataclasses.replace(config, **overrides)
     return spec.build(config, nnx.Rngs(seed))
+
+
+def default_contract(name: str, variant: str = "base", image_size: int | Sequence[int] | None = None
+                     ) -> InputContract:
+    """The input contract of family ``name``'s ``variant`` (bundled vocabulary), e.g. for a loader
+    outside a run."""
+    spec = get_spec(name)
+    return spec.resolve_contract(spec.config(variant), image_size)

@@ -10,7 +10,8 @@ from PIL import Image
 
 from medvlsm_jax.data import make_loader, original_mask
 from medvlsm_jax.data.errors import DataError
-from medvlsm_jax.data.preprocessing import get_preprocessing, normalize, resize_image
+from medvlsm_jax.data.preprocessing import normalize, resize_image
+from medvlsm_jax.models.registry import default_contract
 from medvlsm_jax.data.registry import POOLED, get_spec
 from medvlsm_jax.data.sources import build_dataset
 from tests.data.layout import make_record, write_dataset
@@ -47,7 +48,7 @@ def data(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
 
 def loader(data, dataset="kvasir_polyp", split="test", prompt="p1", batch_size=4, **kw):
     kw.setdefault("tokenizer", FakeTokenizer())
-    return make_loader(dataset, split, kw.pop("model", MODEL), prompt, batch_size,
+    return make_loader(dataset, split, default_contract(kw.pop("model", MODEL)), prompt, batch_size,
                        data_dir=str(data[1]), **kw)
 
 
@@ -77,7 +78,7 @@ def test_eval_batches_contract_and_padding(data):
 def test_pixels_and_original_mask_match_files(data):
     root = data[0] / "kvasir_polyp"
     b = next(iter(loader(data)))
-    spec = get_preprocessing(MODEL)
+    spec = default_contract(MODEL)
     img = Image.open(root / "images" / str(b["img_name"][2])).convert("RGB")
     np.testing.assert_array_equal(b["pixel_values"][2],
                                   normalize(resize_image(img, spec.image_size), spec.mean, spec.std))
@@ -195,7 +196,7 @@ def test_worker_processes_match_in_process(data):
 def test_clip_tokenizer_in_batches(data):
     tokenizers = pytest.importorskip("medvlsm_jax.data.tokenizers")
     tok = tokenizers.ClipTokenizer.default()
-    b = next(iter(make_loader("kvasir_polyp", "test", "clipseg", "p1", 2, data_dir=str(data[1]))))
+    b = next(iter(make_loader("kvasir_polyp", "test", default_contract("clipseg"), "p1", 2, data_dir=str(data[1]))))
     want = tok([str(p) for p in b["prompt"]], max_length=77)
     np.testing.assert_array_equal(b["input_ids"], want["input_ids"])
     np.testing.assert_array_equal(b["attention_mask"], want["attention_mask"])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medvlsm_jax.data.errors import DataError
-from medvlsm_jax.data.preprocessing import (PREPROCESSING, get_preprocessing, normalize,
-                                            resize_image, resize_mask)
+from medvlsm_jax.data.preprocessing import normalize, resize_image, resize_mask
+from medvlsm_jax.models import registry
+from medvlsm_jax.models.contract import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 T = pytest.importorskip("torchvision.transforms", reason="parity needs the torch extra")
 pytestmark = pytest.mark.torch
@@ -16,10 +16,10 @@ pytestmark = pytest.mark.torch
 SHAPES = [(37, 53), (301, 247), (24, 24)]  # up- and down-sampling, square
 
 
-@pytest.mark.parametrize("model", ["clipseg", "cris", "biomedclipseg", "unet"])
+@pytest.mark.parametrize("model", registry.list_models())
 @pytest.mark.parametrize("shape", SHAPES)
 def test_image_matches_torchvision(model, shape):
-    spec = get_preprocessing(model)
+    spec = registry.default_contract(model)
     img = Image.fromarray(np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3),
                                                                      dtype=np.uint8))
     ref = T.Compose([T.Resize(size=list(spec.image_size)), T.ToTensor(),
@@ -40,9 +40,10 @@ def test_mask_matches_torchvision_nearest_exact(shape, size):
     np.testing.assert_array_equal(resize_mask(mask, size), ref > 0.5)
 
 
-def test_table_and_unknown_model():
-    assert get_preprocessing("clipseg").image_size == (352, 352)
-    assert get_preprocessing("cris").image_size == (416, 416)
-    assert get_preprocessing("biomedclipseg").text.max_length == 256
-    with pytest.raises(DataError, match="known: " + ", ".join(PREPROCESSING)):
-        get_preprocessing("nope")
+def test_family_contracts_and_unknown_model():
+    clipseg, cris = registry.default_contract("clipseg"), registry.default_contract("cris")
+    assert (clipseg.image_size, clipseg.mean, clipseg.std) == ((352, 352), IMAGENET_MEAN, IMAGENET_STD)
+    assert (cris.image_size, cris.mean, cris.std) == ((416, 416), CLIP_MEAN, CLIP_STD)
+    assert clipseg.text.max_length == cris.text.max_length == 77
+    with pytest.raises(KeyError, match="known models: "):
+        registry.default_contract("nope")

@@ -14,7 +14,8 @@ import optax
 import pytest
 from flax import nnx
 
-from medvlsm_jax.models.cris import CRIS, CrisConfig, build_tokenizer, tiny_config
+from medvlsm_jax.data.preprocessing import make_tokenizer
+from medvlsm_jax.models.cris import CRIS, CrisConfig, input_contract, tiny_config
 from medvlsm_jax.models.registry import build_model, config_from_dict, get_spec
 from medvlsm_jax.weights import read_model_json, restore_params
 
@@ -108,8 +109,8 @@ def test_key_padding_mask_matters(tiny_model, tiny_ref):
 
 def test_tokenizer_padding_conventions(tiny_ref):
     golden, config, _ = tiny_ref
-    hf_style = build_tokenizer(tiny_config())  # medvlsm default: pad with <|endoftext|>
-    cris_style = build_tokenizer(dataclasses.replace(tiny_config(), pad_id=0))
+    hf_style = make_tokenizer(input_contract(tiny_config()).text)  # medvlsm default: pad with <|endoftext|>
+    cris_style = make_tokenizer(input_contract(dataclasses.replace(tiny_config(), pad_id=0)).text)
     np.testing.assert_array_equal(cris_style(config["prompts"][0])["input_ids"][0], golden["input_ids"][0])
     np.testing.assert_array_equal(hf_style(config["prompts"][1])["input_ids"][0], golden["input_ids"][1])
     assert CrisConfig().pad_id == 49407
@@ -132,9 +133,12 @@ def test_train_mode_dropout_and_batch_stats(tiny_model, tiny_ref):
 
 def test_registry_entry():
     spec = get_spec("cris")
-    assert spec.threshold == 0.35 and spec.tokenizer == "clip" and spec.preprocessing == "cris"
     cfg = spec.config("tiny", pad_id=0)
+    contract = spec.resolve_contract(cfg)
+    assert spec.threshold == 0.35 and contract.text.kind == "clip" and contract.image_size == (416, 416)
     assert config_from_dict("cris", json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # folders converted before the output size followed the input still load
+    assert config_from_dict("cris", {**cfg.to_dict(), "img_size": 416}) == cfg
     model = nnx.eval_shape(lambda: build_model("cris", "tiny"))
     assert isinstance(model, CRIS) and model.encoder_prefixes == ("backbone",)
     with pytest.raises(ValueError, match="transformer_width"):

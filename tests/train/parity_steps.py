@@ -16,17 +16,18 @@ import numpy as np
 def flax_steps(init_dir: str, batches: list[dict[str, np.ndarray]], *, variant_overrides: dict) -> tuple[list, dict]:
     """(losses, {path: decoder param}) after one train step per batch (AdamW, corrected loss)."""
     from medvlsm_jax.config import load_config
-    from medvlsm_jax.train import trainer
+    from medvlsm_jax.train import loop
+    from medvlsm_jax.train.run import build_run
 
     c = load_config("clipseg:variant=tiny,loss=corrected,dataset=synthetic_polyp,prompt=p0")
     c.model.init = init_dir
     c.model.overrides.update(variant_overrides)
     c.train.update(optimizer="adamw", lr=1e-3, weight_decay=1e-3, batch_size=len(batches[0]["mask"]), cache="off")
     c.eval.batch_size = c.train.batch_size
-    run = trainer.build_run(c)
-    state, losses = run.state, []
+    run = build_run(c)
+    state, losses = run.init_state, []
     for batch in batches:
-        state, out = run.train_step(state, run.frozen, trainer.model_inputs(run, "train", batch, state))
+        state, out = run.steps.train(state, run.frozen, loop.model_inputs(run, None, "train", batch, state))
         losses.append(float(jax.block_until_ready(out["loss"])))
     flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(state.params)}
     return losses, flat

@@ -7,12 +7,12 @@ import json
 import numpy as np
 
 from medvlsm_jax.config import load_config
-from medvlsm_jax.train import trainer
+from medvlsm_jax.train import loop
+from medvlsm_jax.train.run import build_run
 
 
 def cris_config(data_dir: str, recipe: str = "paper"):
     c = load_config(f"cris:dataset=synthetic_polyp,prompt=p1,variant=tiny,image_size=64,recipe={recipe}")
-    c.model.overrides.update(img_size=64)
     c.data.data_dir = data_dir
     c.train.update(batch_size=4, num_epochs=1, min_epochs=1, progress=False, log_every_steps=1)
     c.eval.update(batch_size=4, hd95=False, write_masks=False)
@@ -22,11 +22,11 @@ def cris_config(data_dir: str, recipe: str = "paper"):
 def test_cris_paper_recipe_trains_with_two_learning_rates(tiny_data_dir, tmp_path):
     c = cris_config(tiny_data_dir)
     assert (c.train.loss, c.train.lr, c.train.lr_encoder, c.model.freeze_encoder) == ("bce", 1e-5, 1e-6, False)
-    run = trainer.build_run(c)
-    assert run.threshold == 0.35 and run.prep.image_size == (64, 64)
+    run = build_run(c)
+    assert run.threshold == 0.35 and run.contract.image_size == (64, 64)
     before = {"backbone": np.asarray(run.model().backbone.visual.conv1.kernel[...]).copy(),
               "proj": np.asarray(run.model().proj.txt.kernel[...]).copy()}
-    out = trainer.train_and_evaluate(c, str(tmp_path))
+    out = loop.train_and_evaluate(c, str(tmp_path))
     model = out["run"].model(out["state"])
     # Adam's first steps move each weight by about its group's learning rate.
     moved_backbone = np.abs(np.asarray(model.backbone.visual.conv1.kernel[...]) - before["backbone"]).max()
@@ -39,5 +39,5 @@ def test_cris_paper_recipe_trains_with_two_learning_rates(tiny_data_dir, tmp_pat
 
 
 def test_cris_zeroshot_evaluates_without_training(tiny_data_dir, tmp_path):
-    out = trainer.evaluate_run(cris_config(tiny_data_dir), str(tmp_path), zeroshot=True)
+    out = loop.evaluate_zeroshot(cris_config(tiny_data_dir), str(tmp_path))
     assert out["results"]["synthetic_polyp"]["per_dataset"]

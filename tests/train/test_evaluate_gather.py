@@ -5,7 +5,7 @@ import json
 import jax
 from jax.experimental import multihost_utils
 
-from medvlsm_jax import evaluate
+from medvlsm_jax.evaluation import evaluate
 
 
 def test_gather_rows_merges_every_process_in_order(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medvlsm_jax.train import losses, metrics
+from medvlsm_jax.evaluation import metrics
+from medvlsm_jax.train import losses
 
 
 def _batch(seed=0, b=3, h=8, w=6):

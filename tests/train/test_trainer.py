@@ -2,6 +2,7 @@
 errors before compilation."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -11,7 +12,8 @@ import pytest
 
 import medvlsm_jax
 from medvlsm_jax.data.errors import DataError
-from medvlsm_jax.train import checkpoint, trainer
+from medvlsm_jax.train import checkpoint, loop
+from medvlsm_jax.train.run import build_run
 from tests.train.conftest import SIZES, tiny_config
 
 
@@ -22,7 +24,7 @@ def _leaves(state):
 @pytest.fixture(scope="module")
 def cached_run(tiny_data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cached")
-    return workdir, trainer.train_and_evaluate(tiny_config(tiny_data_dir), str(workdir))
+    return workdir, loop.train_and_evaluate(tiny_config(tiny_data_dir), str(workdir))
 
 
 def test_run_writes_results_checkpoints_and_loadable_export(cached_run):
@@ -40,17 +42,18 @@ def test_run_writes_results_checkpoints_and_loadable_export(cached_run):
     assert (workdir / "metrics.jsonl").read_text().count("train/loss") == meta["step"]
     assert os.listdir(workdir / "tensorboard")
     seg = medvlsm_jax.load(out["export"])
-    assert seg.preprocessing.image_size == out["run"].prep.image_size == (32, 32)  # trained size, not 352
+    assert seg.contract == dataclasses.replace(out["run"].contract, text=seg.contract.text)
+    assert seg.contract.image_size == (32, 32)  # trained size, not 352
     image = np.zeros((40, 52, 3), np.uint8)
     (mask,) = seg.predict([image], "a pink polyp")
     assert mask.shape == (40, 52) and mask.dtype == bool
-    assert out["run"].cache is not None and out["run"].cache.stats()["hits"] > 0
+    assert out["cache"] is not None and out["cache"].stats()["hits"] > 0
 
 
 def test_cache_gives_the_same_training_as_encoding_every_step(cached_run, tiny_data_dir, tmp_path):
     _, cached = cached_run
-    plain = trainer.train_and_evaluate(tiny_config(tiny_data_dir, cache="off"), str(tmp_path))
-    assert plain["run"].cache is None
+    plain = loop.train_and_evaluate(tiny_config(tiny_data_dir, cache="off"), str(tmp_path))
+    assert plain["cache"] is None
     for a, b in zip(_leaves(cached["state"]), _leaves(plain["state"]), strict=True):
         np.testing.assert_array_equal(a, b)
     assert plain["meta"]["history"] == [{**h, "seconds": p["seconds"]} for h, p in
@@ -59,11 +62,11 @@ def test_cache_gives_the_same_training_as_encoding_every_step(cached_run, tiny_d
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, lr=1e30, checkpoint_every_steps=1, cache="off")
-    with pytest.raises(trainer.NonFiniteLossError, match="last good checkpoint"):
-        trainer.train_and_evaluate(config, str(tmp_path))
-    run = trainer.build_run(config)
+    with pytest.raises(loop.NonFiniteLossError, match="last good checkpoint"):
+        loop.train_and_evaluate(config, str(tmp_path))
+    run = build_run(config)
     ckpts = checkpoint.Checkpoints(str(tmp_path))
-    state, meta, data = ckpts.restore_latest(run.state)
+    state, meta, data = ckpts.restore_latest(run.init_state)
     ckpts.close()
     assert meta["step"] >= 1 and int(state.step) == meta["step"] and data
     assert all(np.isfinite(x).all() for x in _leaves(state))
@@ -81,7 +84,7 @@ def test_bad_config_fails_before_compilation(tiny_data_dir, monkeypatch, change,
     change(config)
     monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
     with pytest.raises(error, match=match):
-        trainer.build_run(config)
+        build_run(config)
 
 
 def test_batch_not_divisible_by_devices_fails_before_compilation(tiny_data_dir, monkeypatch):
@@ -89,4 +92,4 @@ def test_batch_not_divisible_by_devices_fails_before_compilation(tiny_data_dir, 
     monkeypatch.setattr(jax, "device_count", lambda: 4)
     monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
     with pytest.raises(ValueError, match="train.batch_size=6 is not divisible by the 4 devices"):
-        trainer.build_run(config)
+        build_run(config)

@@ -35,8 +35,8 @@ from medvlsm_jax.data import io as data_io
 from medvlsm_jax.data.registry import DATASETS
 from medvlsm_jax.data.sources import original_mask, raw_source, source_key
 from medvlsm_jax.ops.resize import resize
-from medvlsm_jax.train import metrics
-from medvlsm_jax.visualize import overlay
+from medvlsm_jax.evaluation import metrics
+from medvlsm_jax.evaluation.visualize import overlay
 
 RESIZE_MODES = ("nearest_mask", "bilinear_probs")
 METRICS = ("dice", "iou", "hd95")
