@@ -5,7 +5,8 @@ Public API (imported lazily, so ``medvlsm_jax.data.tokenizers`` stays light)::
     make_loader(dataset, split, model, prompt, batch_size, *, seed=42, ...) -> Loader
     build_dataset(name, *, manual_dir=None, data_dir=None, overwrite=False) -> builder
     original_mask(dataset, split, index, data_dir=None) -> uint8 (H, W)
-    DATASETS, PAPER_DATASETS, POOLED, SPECS, PREPROCESSING, DataError, ...
+    CATALOGUE (every dataset, described once), DATASETS, PAPER_DATASETS, POOLED, SPECS,
+    PREPROCESSING, DataError, ...
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _EXPORTS = {
     "build_dataset": "sources",
     "load_builder": "sources",
     "original_mask": "sources",
+    "CATALOGUE": "catalogue",
     "DATASETS": "registry",
     "PAPER_DATASETS": "registry",
     "POOLED": "registry",
