@@ -5,7 +5,12 @@ Public API (imported lazily, so ``medvlsm_jax.data.tokenizers`` stays light)::
     make_loader(dataset, split, contract, prompt, batch_size, *, seed=42, ...) -> Loader
     build_dataset(name, *, manual_dir=None, data_dir=None, overwrite=False) -> builder
     original_mask(dataset, split, index, data_dir=None) -> uint8 (H, W)
+<<<<<<< HEAD
     DATASETS, PAPER_DATASETS, POOLED, SPECS, make_tokenizer, DataError, ...
+=======
+    CATALOGUE (every dataset, described once), DATASETS, PAPER_DATASETS, POOLED, SPECS,
+    PREPROCESSING, DataError, ...
+>>>>>>> wip/cat
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ _EXPORTS = {
     "build_dataset": "sources",
     "load_builder": "sources",
     "original_mask": "sources",
+    "CATALOGUE": "catalogue",
     "DATASETS": "registry",
     "PAPER_DATASETS": "registry",
     "POOLED": "registry",

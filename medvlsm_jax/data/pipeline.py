@@ -29,7 +29,7 @@ from absl import flags
 from medvlsm_jax.data import io as data_io
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.data.preprocessing import make_tokenizer, preprocess
-from medvlsm_jax.data.prompts import PromptChoice, check_prompt, parse_prompt, select_prompt
+from medvlsm_jax.data.prompts import PromptChoice, select_prompt, validate_prompt
 from medvlsm_jax.data.registry import get_spec, members
 from medvlsm_jax.data.sources import load_builder, raw_source, source_key
 from medvlsm_jax.models.contract import InputContract
@@ -168,18 +168,6 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _check_prompt_on_all(choice: PromptChoice, names: tuple[str, ...]) -> None:
-    """One DataError naming every member dataset that cannot serve ``choice``."""
-    problems = []
-    for name in names:
-        try:
-            check_prompt(choice, name, get_spec(name).prompt_keys)
-        except DataError as err:
-            problems.append(str(err))
-    if problems:
-        raise DataError("; ".join(problems))
-
-
 def make_loader(
     dataset: str,
     split: str,
@@ -235,8 +223,7 @@ def make_loader(
     shuffle = split == "train" if shuffle is None else shuffle
     drop_remainder = split == "train" if drop_remainder is None else drop_remainder
     names = members(dataset)
-    choice = parse_prompt(prompt, prompt_override)
-    _check_prompt_on_all(choice, names)
+    choice = validate_prompt(prompt, prompt_override, names)
 
     ds, sources = _member_indices(names, split, source_key(data_dir))
     total = len(ds)

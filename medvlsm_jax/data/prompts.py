@@ -12,6 +12,8 @@
 * ``""`` — the empty prompt for every example.
 
 An unknown key raises a :class:`DataError` listing the keys the dataset has.
+:func:`validate_prompt` is the one check, used by the loader and by the trainer's config
+validation alike.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from medvlsm_jax.data.errors import DataError
+from medvlsm_jax.data.registry import get_spec, members
 
 RANDOM = "random"
 _KEY = re.compile(r"p\d+")
@@ -64,6 +67,22 @@ def check_prompt(choice: PromptChoice, dataset: str, keys: Sequence[str]) -> Non
                         f"its keys are {', '.join(sorted_keys(keys))}")
     if choice.mode == "random" and len(keys) < 2:
         raise DataError(f"dataset {dataset!r} has no prompts p1..pK to draw from")
+
+
+def validate_prompt(prompt: str, prompt_override: str | None,
+                    datasets: Sequence[str]) -> PromptChoice:
+    """The parsed prompt choice, checked against every dataset behind ``datasets`` (names or
+    pooled names): one DataError naming every member that cannot serve it."""
+    choice = parse_prompt(prompt, prompt_override)
+    problems = []
+    for name in dict.fromkeys(m for d in datasets for m in members(d)):
+        try:
+            check_prompt(choice, name, get_spec(name).prompt_keys)
+        except DataError as err:
+            problems.append(str(err))
+    if problems:
+        raise DataError("; ".join(problems))
+    return choice
 
 
 def select_prompt(choice: PromptChoice, prompts: Mapping[str, Sequence[str]],

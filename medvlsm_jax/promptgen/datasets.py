@@ -1,58 +1,72 @@
-"""The datasets of the paper (and the synthetic stand-ins): prompt family and split rule."""
+"""The datasets as prompt generation sees them: each catalogue entry
+(:mod:`medvlsm_jax.data.catalogue`, where datasets are described) with its template family.
+
+The catalogue names the family and the prompt keys; this module only maps family names to
+their templates, and refuses an entry whose family does not word exactly its prompt keys.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+from medvlsm_jax.data.catalogue import CATALOGUE
+from medvlsm_jax.data.catalogue import DatasetSpec as CatalogueEntry
+from medvlsm_jax.data.catalogue import SplitRule
+
 from .errors import PromptGenError
 from .templates import (BUSI, CAMUS, CHEXLOCALIZE, FOOT_ULCER_DESCRIPTIONS, POLYP_DESCRIPTIONS,
                         SKIN_MELANOMA_DESCRIPTIONS, Family, lesion_family)
 
-
-@dataclasses.dataclass(frozen=True)
-class SplitSpec:
-    """Seeded split: fractions of the groups going to val and test (train takes the rest;
-    counts are rounded), grouping by ``image``, ``patient`` (file-name prefix before the first
-    ``_``) or ``class`` (BUSI: split each class separately, as the original script did)."""
-    val: float
-    test: float
-    group: str = "image"
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    family: Family
-    split: SplitSpec
-    #: Images without any mask are skipped (CheXlocalize: one mask per pathology present).
-    masks_optional: bool = False
-
+#: Seeded split of generated annotations (kept under its former name).
+SplitSpec = SplitRule
 
 POLYP = lesion_family("polyp", "polyp", POLYP_DESCRIPTIONS)
 SKIN_MELANOMA = lesion_family("isic", "skin melanoma", SKIN_MELANOMA_DESCRIPTIONS)
 FOOT_ULCER = lesion_family("dfu", "foot ulcer", FOOT_ULCER_DESCRIPTIONS)
 
-# Split fractions reproduce the sizes of the released files (train/val/test):
-# Kvasir 800/100/100, BKAI 800/100/100, ClinicDB 490/61/61, DFU 1600/200/200,
-# BUSI 624/78/78, CheXlocalize 1279/446/452 images by patient (20 %/20 % of patients),
-# CAMUS -/600/600 (50 of 450 patients each), ISIC-2016 810/90/379 (official train/test; pass
-# the split file for the exact one), CVC-ColonDB 20/0/360, ETIS 20/0/176, CVC-300 0/0/60.
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
-    DatasetSpec("kvasir_polyp", POLYP, SplitSpec(0.1, 0.1)),
-    DatasetSpec("bkai_polyp", POLYP, SplitSpec(0.1, 0.1)),
-    DatasetSpec("clinicdb_polyp", POLYP, SplitSpec(0.1, 0.1)),
-    DatasetSpec("colondb_polyp", POLYP, SplitSpec(0.0, 360 / 380)),
-    DatasetSpec("etis_polyp", POLYP, SplitSpec(0.0, 176 / 196)),
-    DatasetSpec("cvc300_polyp", POLYP, SplitSpec(0.0, 1.0)),
-    DatasetSpec("isic", SKIN_MELANOMA, SplitSpec(90 / 1279, 379 / 1279)),
-    DatasetSpec("dfu", FOOT_ULCER, SplitSpec(0.1, 0.1)),
-    DatasetSpec("busi", BUSI, SplitSpec(0.1, 0.1, "class")),
-    DatasetSpec("camus", CAMUS, SplitSpec(1 / 9, 1 / 9, "patient")),
-    DatasetSpec("chexlocalize", CHEXLOCALIZE, SplitSpec(0.2, 0.2, "patient"),
-                masks_optional=True),
-    DatasetSpec("synthetic_polyp", POLYP, SplitSpec(0.1, 0.1)),
-    DatasetSpec("synthetic_us", BUSI, SplitSpec(0.1, 0.1, "class")),
-)}
+#: Template family by name (the catalogue's ``prompt_family``).
+FAMILIES: dict[str, Family] = {f.name: f for f in (POLYP, SKIN_MELANOMA, FOOT_ULCER, BUSI, CAMUS,
+                                                   CHEXLOCALIZE)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A catalogue entry and the template family that words its prompts."""
+
+    entry: CatalogueEntry
+    family: Family
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def split(self) -> SplitRule:
+        return self.entry.split_rule
+
+    @property
+    def masks_optional(self) -> bool:
+        return self.entry.masks_optional
+
+    @property
+    def prompt_keys(self) -> tuple[str, ...]:
+        return self.entry.prompt_keys
+
+
+def family_of(entry: CatalogueEntry) -> Family:
+    """The family named by ``entry``; it must word exactly the entry's prompt keys."""
+    family = FAMILIES.get(entry.prompt_family)
+    if family is None:
+        raise PromptGenError(f"catalogue entry {entry.name!r}: unknown prompt family "
+                             f"{entry.prompt_family!r}; known: {', '.join(FAMILIES)}")
+    if tuple(family.templates) != entry.prompt_keys:
+        raise PromptGenError(f"catalogue entry {entry.name!r} has prompts "
+                             f"{', '.join(entry.prompt_keys)} but family {family.name!r} "
+                             f"words {', '.join(family.templates)}")
+    return family
+
+
+DATASETS: dict[str, DatasetSpec] = {e.name: DatasetSpec(e, family_of(e)) for e in CATALOGUE}
 
 
 def get_dataset(name: str) -> DatasetSpec:

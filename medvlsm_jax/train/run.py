@@ -33,9 +33,8 @@ import optax
 from flax import nnx
 
 from medvlsm_jax import weights
-from medvlsm_jax.data import registry as data_registry
 from medvlsm_jax.data.preprocessing import make_tokenizer
-from medvlsm_jax.data.prompts import check_prompt, parse_prompt
+from medvlsm_jax.data.prompts import validate_prompt
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
 from medvlsm_jax.evaluation import metrics
 from medvlsm_jax.models import registry
@@ -131,11 +130,8 @@ def validate_config(config: Any, *, training: bool = True) -> None:
                                 (config.eval.resize, evaluate_lib.RESIZE_MODES, "eval.resize")):
         if value not in allowed:
             raise ValueError(f"{key}={value!r}; choose from {', '.join(allowed)}")
-    choice = parse_prompt(config.data.prompt, config.data.prompt_override)
     names = ([config.data.dataset] if training else []) + eval_datasets(config)
-    for name in names:
-        for member in data_registry.members(name):
-            check_prompt(choice, member, data_registry.get_spec(member).prompt_keys)
+    validate_prompt(config.data.prompt, config.data.prompt_override, names)
     if training:
         shd.check_batch_size(tcfg.batch_size, "train.batch_size")
     shd.check_batch_size(config.eval.batch_size, "eval.batch_size")

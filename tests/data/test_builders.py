@@ -222,7 +222,7 @@ def test_synthetic_builders_generate_then_build(tmp_path, monkeypatch, name):
     pytest.importorskip("medvlsm_jax.promptgen.synthetic")
     from medvlsm_jax.data.builders import builder_class
 
-    monkeypatch.setattr(builder_class(name), "SIZES", {"n_train": 6, "n_val": 2, "n_test": 2})
+    monkeypatch.setattr(builder_class(name), "SYNTHETIC_SIZES", {"n_train": 6, "n_val": 2, "n_test": 2})
     builder = build_dataset(name, manual_dir=tmp_path / "m", data_dir=tmp_path / "d")
     anns_dir = tmp_path / "m" / name / "anns"
     for split in ("train", "val", "test"):

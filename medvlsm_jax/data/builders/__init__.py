@@ -1,30 +1,33 @@
-"""TFDS builders, one per dataset, sharing :class:`MedvlsmBuilder`."""
+"""TFDS builders: one :class:`MedvlsmBuilder` subclass per catalogue entry, generated here.
+
+Each class only sets ``name``; everything else (features, splits, layout, prompt keys,
+synthetic generation) is read from the entry in :mod:`medvlsm_jax.data.catalogue` by the
+shared builder. Generated classes (rather than one builder with ``BUILDER_CONFIGS``) keep
+TFDS's on-disk layout ``<data_dir>/<name>/<version>`` and the registered TFDS names
+(``tfds.builder("kvasir_polyp")``), so datasets built before keep loading.
+"""
 
 from __future__ import annotations
 
-from medvlsm_jax.data.builders.base import MedvlsmBuilder
-from medvlsm_jax.data.builders.bkai_polyp import BkaiPolyp
-from medvlsm_jax.data.builders.busi import Busi
-from medvlsm_jax.data.builders.camus import Camus
-from medvlsm_jax.data.builders.chexlocalize import Chexlocalize
-from medvlsm_jax.data.builders.clinicdb_polyp import ClinicdbPolyp
-from medvlsm_jax.data.builders.colondb_polyp import ColondbPolyp
-from medvlsm_jax.data.builders.cvc300_polyp import Cvc300Polyp
-from medvlsm_jax.data.builders.dfu import Dfu
-from medvlsm_jax.data.builders.etis_polyp import EtisPolyp
-from medvlsm_jax.data.builders.isic import Isic
-from medvlsm_jax.data.builders.kvasir_polyp import KvasirPolyp
-from medvlsm_jax.data.builders.synthetic_polyp import SyntheticPolyp
-from medvlsm_jax.data.builders.synthetic_us import SyntheticUs
-from medvlsm_jax.data.errors import DataError
-from medvlsm_jax.data.registry import DATASETS
+import types
 
-BUILDERS: dict[str, type[MedvlsmBuilder]] = {
-    cls.name: cls
-    for cls in (KvasirPolyp, ClinicdbPolyp, BkaiPolyp, EtisPolyp, ColondbPolyp, Cvc300Polyp,
-                Isic, Dfu, Camus, Busi, Chexlocalize, SyntheticPolyp, SyntheticUs)
-}
-assert tuple(BUILDERS) == DATASETS, "builders and registry disagree"
+from medvlsm_jax.data.builders.base import MedvlsmBuilder
+from medvlsm_jax.data.catalogue import CATALOGUE, DatasetSpec
+from medvlsm_jax.data.errors import DataError
+
+
+def _make_builder(spec: DatasetSpec) -> type[MedvlsmBuilder]:
+    """The registered TFDS builder class of one catalogue entry (e.g. ``KvasirPolyp``)."""
+    doc = (f"{spec.title} in the medvlsm layout ({', '.join(spec.splits)}; prompts "
+           f"p0..p{spec.num_prompts - 1}); see :mod:`medvlsm_jax.data.catalogue`.")
+    body = {"name": spec.name, "__module__": __name__, "__qualname__": spec.class_name,
+            "__doc__": doc}
+    return types.new_class(spec.class_name, (MedvlsmBuilder,), exec_body=lambda ns: ns.update(body))
+
+
+BUILDERS: dict[str, type[MedvlsmBuilder]] = {spec.name: _make_builder(spec) for spec in CATALOGUE}
+# Module attributes too, so the classes pickle by reference (grain worker processes).
+globals().update({cls.__name__: cls for cls in BUILDERS.values()})
 
 
 def builder_class(name: str) -> type[MedvlsmBuilder]:

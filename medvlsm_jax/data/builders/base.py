@@ -143,9 +143,20 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             disable_shuffling=True,
         )
 
+    #: Sizes and seed of a synthetic dataset generated into an empty manual dir.
+    SYNTHETIC_SIZES: ClassVar[dict[str, int]] = {"n_train": 200, "n_val": 50, "n_test": 50}
+    SYNTHETIC_SEED: ClassVar[int] = 0
+
     def prepare_manual_dir(self, manual_dir: pathlib.Path) -> None:
-        """Called before building; builders that generate their data (synthetic sets) write
-        it into ``manual_dir`` here."""
+        """Called before building: a synthetic set is written into ``manual_dir`` with
+        :func:`medvlsm_jax.promptgen.synthetic.write_synthetic_dataset` when it does not hold
+        it yet; the rest is the shared medvlsm build."""
+        if not self.spec.synthetic or (dataset_root(manual_dir, self.name) / "anns").is_dir():
+            return
+        from medvlsm_jax.promptgen.synthetic import write_synthetic_dataset  # noqa: PLC0415
+
+        write_synthetic_dataset(manual_dir, name=self.name, seed=self.SYNTHETIC_SEED,
+                                **self.SYNTHETIC_SIZES)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = dataset_root(pathlib.Path(dl_manager.manual_dir), self.name)
