@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 
 from medvlsm_jax.config import load_config
@@ -41,3 +42,21 @@ def test_cris_paper_recipe_trains_with_two_learning_rates(tiny_data_dir, tmp_pat
 def test_cris_zeroshot_evaluates_without_training(tiny_data_dir, tmp_path):
     out = loop.evaluate_zeroshot(cris_config(tiny_data_dir), str(tmp_path))
     assert out["results"]["synthetic_polyp"]["per_dataset"]
+
+
+def test_cris_trains_at_352_through_the_one_size_setting(tiny_data_dir):
+    """data.image_size alone sets CRIS's input and output size (no model field to keep in step)."""
+    from medvlsm_jax.train import loop
+
+    c = load_config("cris:dataset=synthetic_polyp,prompt=p1,variant=tiny,image_size=352")
+    c.data.data_dir = tiny_data_dir
+    c.train.update(batch_size=2, progress=False)
+    run = build_run(c)
+    assert run.contract.image_size == (352, 352)
+    batch = next(iter(loop.make_loader(run, "synthetic_polyp", "train", 2, train=True)))
+    assert batch["pixel_values"].shape == (2, 352, 352, 3) and batch["mask"].shape == (2, 352, 352)
+    state = jax.tree.map(lambda x: x.copy(), run.init_state)
+    state, out = run.steps.train(state, run.frozen, loop.model_inputs(run, None, "train", batch, state))
+    assert np.isfinite(float(out["loss"])) and int(state.step) == 1
+    logits = run.model(state)(**{k: batch[k] for k in run.contract.input_keys})
+    assert logits.shape == (2, 352, 352)
