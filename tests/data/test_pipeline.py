@@ -11,13 +11,15 @@ from PIL import Image
 from medvlsm_jax.data import make_loader, original_mask
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.data.preprocessing import normalize, resize_image
+from medvlsm_jax.models.contract import IMAGENET_MEAN, IMAGENET_STD, InputContract
 from medvlsm_jax.models.registry import default_contract
 from medvlsm_jax.data.registry import POOLED, get_spec
 from medvlsm_jax.data.sources import build_dataset
 from tests.data.layout import make_record, write_dataset
 
 SIZES = {"train": 10, "val": 3, "test": 5}
-MODEL = "unet"  # image-only and small (256^2): fast; text models are covered below
+# an image-only contract, small (256^2): fast; text models are covered below
+MODEL = InputContract((256, 256), IMAGENET_MEAN, IMAGENET_STD, text=None)
 
 
 class FakeTokenizer:
@@ -48,7 +50,9 @@ def data(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
 
 def loader(data, dataset="kvasir_polyp", split="test", prompt="p1", batch_size=4, **kw):
     kw.setdefault("tokenizer", FakeTokenizer())
-    return make_loader(dataset, split, default_contract(kw.pop("model", MODEL)), prompt, batch_size,
+    contract = kw.pop("model", MODEL)
+    contract = default_contract(contract) if isinstance(contract, str) else contract
+    return make_loader(dataset, split, contract, prompt, batch_size,
                        data_dir=str(data[1]), **kw)
 
 
@@ -78,7 +82,7 @@ def test_eval_batches_contract_and_padding(data):
 def test_pixels_and_original_mask_match_files(data):
     root = data[0] / "kvasir_polyp"
     b = next(iter(loader(data)))
-    spec = default_contract(MODEL)
+    spec = MODEL
     img = Image.open(root / "images" / str(b["img_name"][2])).convert("RGB")
     np.testing.assert_array_equal(b["pixel_values"][2],
                                   normalize(resize_image(img, spec.image_size), spec.mean, spec.std))
