@@ -101,6 +101,19 @@ class Segmenter:
         return masks[0] if single else masks
 
 
+def _materialise_rngs(model: nnx.Module) -> None:
+    """``eval_shape`` leaves the RNG streams of dropout layers abstract; inference never draws from
+    them, but jit needs arrays."""
+    def concrete(x):
+        if not isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
+        return jnp.zeros(x.shape, x.dtype)
+
+    nnx.update(model, jax.tree.map(concrete, nnx.state(model, nnx.RngState)))
+
+
 def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     """Loads a converted or trained model folder (see :mod:`medvlsm_jax.weights`)."""
     checkpoint_dir = os.fspath(checkpoint_dir)
@@ -110,6 +123,7 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     config = registry.config_from_dict(family, meta["config"])
     model = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     weights.restore_params(checkpoint_dir, model)
+    _materialise_rngs(model)
     model.eval()
     # a model trained at another resolution records it in model.json
     pre = spec.preprocessing_for(config, meta.get("image_size"))
@@ -118,6 +132,8 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
         from medvlsm_jax.data.tokenizers import ClipTokenizer
 
         tokenizer = ClipTokenizer.from_dir(tok_dir)
+    elif os.path.isdir(tok_dir) and spec.tokenizer == "bert":
+        tokenizer = make_tokenizer(pre.text, tok_dir)
     else:
         tokenizer = make_tokenizer(pre.text)
     return Segmenter(model, family, tokenizer, pre, threshold=meta.get("threshold", spec.threshold))

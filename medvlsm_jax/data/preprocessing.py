@@ -29,7 +29,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclasses.dataclass(frozen=True)
 class TextSpec:
-    """Tokenizer of a model: ``kind`` 'clip' (BPE) or 'bert' (BiomedCLIP, not yet available)."""
+    """Tokenizer of a model: ``kind`` 'clip' (BPE) or 'bert' (BiomedCLIP's WordPiece)."""
 
     kind: str
     max_length: int
@@ -91,10 +91,18 @@ def preprocess(image: Image.Image, mask: np.ndarray, spec: PreprocessSpec
     return pixels, resize_mask(mask, spec.image_size).astype(np.float32)
 
 
-def make_tokenizer(text: TextSpec) -> Any:
-    """The default (offline) tokenizer of a text spec."""
+def make_tokenizer(text: TextSpec, vocab_dir: str | None = None) -> Any:
+    """The tokenizer of a text spec: CLIP's is bundled (``vocab_dir`` unused); BERT's is read from
+    ``vocab_dir`` (a converted model folder's ``tokenizer/``), since no vocabulary is bundled."""
     if text.kind == "clip":
         from medvlsm_jax.data.tokenizers import ClipTokenizer  # noqa: PLC0415
 
         return ClipTokenizer.default(max_length=text.max_length, pad_id=text.pad_id)
-    raise DataError(f"tokenizer kind {text.kind!r} is not available yet; pass tokenizer=...")
+    if text.kind == "bert":
+        if vocab_dir is None:
+            raise DataError("the BERT tokenizer has no bundled vocabulary: pass the tokenizer/ folder of a "
+                            "converted model (medvlsm-convert biomedclipseg ...)")
+        from medvlsm_jax.data.bert_tokenizer import BertTokenizer  # noqa: PLC0415
+
+        return BertTokenizer.from_dir(vocab_dir, max_length=text.max_length)
+    raise DataError(f"tokenizer kind {text.kind!r} is not available; pass tokenizer=...")

@@ -13,8 +13,10 @@ Each family module calls :func:`register` at import time. A family provides
     ``__call__`` is ``decode(encode(...))``.
   - ``encoder_prefixes``: attribute names of the encoder submodules (frozen by default in the
     paper-faithful recipes, their own learning rate group otherwise).
-* ``preprocessing`` (key of :mod:`medvlsm_jax.data.preprocessing`), ``tokenizer`` kind and the
-  default binarisation ``threshold``.
+* ``preprocessing`` (key of :mod:`medvlsm_jax.data.preprocessing`), ``tokenizer`` kind, the
+  default binarisation ``threshold`` and whether zero-shot evaluation of the converted pretrained
+  weights means anything (``zeroshot``; False where the decoder was never trained on the
+  encoders' features).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = ["ModelSpec", "register", "get_spec", "build_model", "list_models", "c
 _FAMILY_MODULES = {
     "clipseg": "medvlsm_jax.models.clipseg",
     "cris": "medvlsm_jax.models.cris",
+    "biomedclipseg": "medvlsm_jax.models.biomedclipseg",
 }
 
 
@@ -45,6 +48,14 @@ class ModelSpec:
     preprocessing: str
     tokenizer: str = "clip"
     threshold: float = 0.5
+    zeroshot: bool = True
+
+    def check_zeroshot(self) -> None:
+        """Raises a clear error for a zero-shot request on a family that has no zero-shot model."""
+        if not self.zeroshot:
+            raise ValueError(f"zero-shot evaluation is not defined for {self.name!r}: its decoder was never "
+                             "trained on its encoders' features; finetune it (--mode=train), then evaluate "
+                             "that run (--mode=eval)")
 
     def preprocessing_for(self, config: Any, image_size: int | tuple[int, int] | None = None) -> PreprocessSpec:
         """The family's input preprocessing for a given config: at ``image_size`` when given

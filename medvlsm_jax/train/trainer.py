@@ -512,6 +512,8 @@ def evaluate_run(config: Any, workdir: str, *, zeroshot: bool = False) -> dict[s
     """``eval``: tests the best (else latest) checkpoint of ``workdir``; ``zeroshot``: tests the
     ``model.init`` weights without training. Results go to ``<workdir>/eval`` / ``zeroshot``."""
     workdir = os.path.abspath(workdir)
+    if zeroshot:
+        registry.get_spec(config.model.name).check_zeroshot()
     run = build_run(config, training=False)
     ensure_synthetic(config)
     state = run.state
