@@ -1,5 +1,9 @@
 """``medvlsm-convert FAMILY SRC DST``: PyTorch weights -> a medvlsm-jax model folder.
 
+``clipseg``: a transformers CLIPSeg folder; ``cris``: a CRIS checkpoint; ``biomedclipseg``: an
+open_clip BiomedCLIP folder (``--decoder CLIPSEG_DIR`` for BiomedCLIPSeg-D, ``--checkpoint CKPT``
+for a model trained with medvlsm).
+
 Needs the optional torch extra (``pip install 'medvlsm-jax[torch]'``); nothing else does.
 """
 
@@ -31,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder", default=None,
                         help="biomedclipseg: a transformers CLIPSeg folder whose decoder initialises BiomedCLIPSeg-D")
     parser.add_argument("--checkpoint", default=None,
-                        help="biomedclipseg: a medvlsm-trained model (Lightning .ckpt or state dict) replacing SRC's weights")
+                        help="biomedclipseg: a model trained with medvlsm (Lightning .ckpt or state dict) whose "
+                             "weights replace SRC's")
     parser.add_argument("--seed", type=int, default=None,
                         help="biomedclipseg: seed of the fresh decoder when there is no --decoder/--checkpoint (0)")
     args = parser.parse_args(argv)

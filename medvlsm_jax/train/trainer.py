@@ -191,8 +191,12 @@ def build_run(config: Any, *, training: bool = True) -> Run:
     state, frozen = jax.device_put((state, frozen), rep)
     threshold = config.eval.threshold if config.eval.threshold >= 0 else spec.threshold
     prep = spec.preprocessing_for(mcfg, config.data.image_size)
+    # a vocabulary that is not bundled (BERT) comes from the model.init folder's tokenizer/
+    vocab_dir = os.path.join(config.model.init, weights.TOKENIZER_DIR) if config.model.init else None
+    tokenizer = preprocessing.make_tokenizer(prep.text, vocab_dir if spec.tokenizer != "clip" else None) \
+        if prep.text else None
     run = Run(config, spec.name, mcfg, graphdef_train, graphdef_eval, frozen, state, tx, plateau, mesh,
-              frozen_enc, float(threshold), prep, preprocessing.make_tokenizer(prep.text) if prep.text else None)
+              frozen_enc, float(threshold), prep, tokenizer)
     _compile_steps(run)
     cache_mode = config.train.cache
     if frozen_enc and cache_mode != "off":
@@ -453,10 +457,9 @@ def train(run: Run, workdir: str) -> tuple[TrainState, dict[str, Any]]:
 def export(run: Run, state: TrainState, dst: str, extra: dict[str, Any] | None = None) -> str:
     """Writes ``state``'s model in the :func:`medvlsm_jax.load` folder format."""
     model = run.model(state)
-    spec = registry.get_spec(run.family)
     info = {"threshold": run.threshold, "image_size": list(run.prep.image_size), **(extra or {})}
     weights.save_model(dst, run.family, dataclasses.asdict(run.model_cfg), model, info)
-    if run.tokenizer is not None and spec.tokenizer == "clip":
+    if run.tokenizer is not None:
         run.tokenizer.save(os.path.join(dst, weights.TOKENIZER_DIR))
     return dst
 
