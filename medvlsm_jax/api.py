@@ -112,6 +112,19 @@ class Segmenter:
         return masks[0] if single else masks
 
 
+def _materialise_rngs(model: nnx.Module) -> None:
+    """``eval_shape`` leaves the RNG streams of dropout layers abstract; inference never draws from
+    them, but jit needs arrays."""
+    def concrete(x):
+        if not isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
+        return jnp.zeros(x.shape, x.dtype)
+
+    nnx.update(model, jax.tree.map(concrete, nnx.state(model, nnx.RngState)))
+
+
 def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     """Loads a converted or trained model folder (see :mod:`medvlsm_jax.weights`)."""
     checkpoint_dir = os.fspath(checkpoint_dir)
@@ -121,6 +134,7 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     config = registry.config_from_dict(family, meta["config"])
     model = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     weights.restore_params(checkpoint_dir, model)
+    _materialise_rngs(model)
     model.eval()
     tok_dir = os.path.join(checkpoint_dir, weights.TOKENIZER_DIR)
     vocab = tok_dir if os.path.isdir(tok_dir) else None

@@ -1,5 +1,9 @@
 """``medvlsm-convert FAMILY SRC DST``: PyTorch weights -> a medvlsm-jax model folder.
 
+``clipseg``: a transformers CLIPSeg folder; ``cris``: a CRIS checkpoint; ``biomedclipseg``: an
+open_clip BiomedCLIP folder (``--decoder CLIPSEG_DIR`` for BiomedCLIPSeg-D, ``--checkpoint CKPT``
+for a model trained with medvlsm).
+
 Needs the optional torch extra (``pip install 'medvlsm-jax[torch]'``); nothing else does.
 """
 
@@ -9,11 +13,15 @@ import argparse
 import importlib
 import sys
 
-# family -> module of medvlsm_jax.conversion with convert(src, dst) -> ConversionReport
+# family -> module of weight_conversion with convert(src, dst) -> ConversionReport
 CONVERTERS = {
     "clipseg": "medvlsm_jax.conversion.clipseg",
     "cris": "medvlsm_jax.conversion.cris",
+    "biomedclipseg": "medvlsm_jax.conversion.biomedclipseg",
 }
+# options -> the families they apply to
+FAMILY_OPTIONS = {"variant": ("cris",), "pad_id": ("cris",), "decoder": ("biomedclipseg",),
+                  "checkpoint": ("biomedclipseg",), "seed": ("biomedclipseg",)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,17 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default=None, help="cris: model size of SRC ('base' = R50, 'tiny')")
     parser.add_argument("--pad-id", type=int, default=None,
                         help="cris: token padding id (49407 = medvlsm's HF tokens, default; 0 = original CRIS)")
+    parser.add_argument("--decoder", default=None,
+                        help="biomedclipseg: a transformers CLIPSeg folder whose decoder initialises BiomedCLIPSeg-D")
+    parser.add_argument("--checkpoint", default=None,
+                        help="biomedclipseg: a model trained with medvlsm (Lightning .ckpt or state dict) whose "
+                             "weights replace SRC's")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="biomedclipseg: seed of the fresh decoder when there is no --decoder/--checkpoint (0)")
     args = parser.parse_args(argv)
-    options = {k: v for k, v in (("variant", args.variant), ("pad_id", args.pad_id)) if v is not None}
-    if options and args.family != "cris":
-        parser.error(f"{', '.join('--' + k.replace('_', '-') for k in options)} only apply to cris")
+    options = {k: getattr(args, k) for k in FAMILY_OPTIONS if getattr(args, k) is not None}
+    wrong = [k for k in options if args.family not in FAMILY_OPTIONS[k]]
+    if wrong:
+        parser.error("; ".join(f"--{k.replace('_', '-')} only applies to {', '.join(FAMILY_OPTIONS[k])}"
+                               for k in wrong))
     try:
         module = importlib.import_module(CONVERTERS[args.family])
     except ImportError as e:
         print(f"medvlsm-convert: {e}. Install the conversion extra: pip install 'medvlsm-jax[torch]'",
               file=sys.stderr)
         return 2
-    from medvlsm_jax.conversion.rules import ConversionError
+    from weight_conversion.rules import ConversionError
 
     try:
         report = module.convert(args.src, args.dst, **options)

@@ -56,4 +56,11 @@ def make_tokenizer(text: TextSpec) -> Any:
         if text.vocab:
             return ClipTokenizer.from_dir(text.vocab, max_length=text.max_length, pad_id=text.pad_id)
         return ClipTokenizer.default(max_length=text.max_length, pad_id=text.pad_id)
-    raise DataError(f"tokenizer kind {text.kind!r} is not available; known: clip")
+    if text.kind == "bert":
+        if not text.vocab:
+            raise DataError("the BERT tokenizer has no bundled vocabulary: use a converted model folder "
+                            "(medvlsm-convert biomedclipseg ...) as model.init; its tokenizer/ is the vocabulary")
+        from medvlsm_jax.data.bert_tokenizer import BertTokenizer  # noqa: PLC0415
+
+        return BertTokenizer.from_dir(text.vocab, max_length=text.max_length)
+    raise DataError(f"tokenizer kind {text.kind!r} is not available; known: clip, bert")

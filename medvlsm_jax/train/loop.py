@@ -40,6 +40,7 @@ from medvlsm_jax.data import pipeline, sources
 from medvlsm_jax.data import registry as data_registry
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
+from medvlsm_jax.models import registry
 from medvlsm_jax.train import checkpoint as ckpt_lib
 from medvlsm_jax.train import optim
 from medvlsm_jax.train import sharding as shd
@@ -318,10 +319,8 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
 def evaluate_zeroshot(config: Any, workdir: str) -> dict[str, Any]:
     """Tests the ``model.init`` weights without training; results go to ``<workdir>/zeroshot``."""
     workdir = os.path.abspath(workdir)
+    registry.get_spec(config.model.name).check_zeroshot()
     run = build_run(config, training=False)
-    if not run.spec.zeroshot:
-        raise ValueError(f"zero-shot evaluation is not defined for model {run.family!r} (its decoder is "
-                         "trained from scratch); use --mode=train")
     if not config.model.init:
         log.warning("zeroshot with a randomly initialised model: set model.init to a converted folder")
     ensure_synthetic(config)
