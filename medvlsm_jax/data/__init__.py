@@ -4,7 +4,7 @@ Public API (imported lazily, so ``medvlsm_jax.data.tokenizers`` stays light)::
 
     make_loader(dataset, split, model, prompt, batch_size, *, seed=42, ...) -> Loader
     build_dataset(name, *, manual_dir=None, data_dir=None, overwrite=False) -> builder
-    original_mask(dataset, split, index, data_dir=None) -> uint8 (H, W)
+    original_mask(dataset, split, index, data_dir=None, threshold=0) -> bool (H, W)
     DATASETS, PAPER_DATASETS, POOLED, SPECS, PREPROCESSING, DataError, ...
 """
 

@@ -40,6 +40,7 @@ from flax import nnx
 
 from medvlsm_jax import evaluate as evaluate_lib
 from medvlsm_jax import weights
+from medvlsm_jax.data import masks as data_masks
 from medvlsm_jax.data import pipeline, preprocessing, sources
 from medvlsm_jax.data import registry as data_registry
 from medvlsm_jax.data.errors import DataError
@@ -56,6 +57,7 @@ IMAGE_KEYS = ("pixel_values", "input_ids", "attention_mask")
 RECIPES = ("paper", "released")
 CACHE_MODES = ("auto", "off", "host", "device")
 EVAL_RESIZE = evaluate_lib.RESIZE_MODES
+MASK_TARGETS = data_masks.MASK_TARGETS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -88,9 +90,12 @@ def validate_config(config: Any, *, training: bool = True) -> None:
     for value, allowed, key in ((tcfg.optimizer, optim.OPTIMIZERS, "train.optimizer"),
                                 (tcfg.schedule, optim.SCHEDULES, "train.schedule"),
                                 (tcfg.cache, CACHE_MODES, "train.cache"),
-                                (config.eval.resize, EVAL_RESIZE, "eval.resize")):
+                                (config.eval.resize, EVAL_RESIZE, "eval.resize"),
+                                (config.data.mask_target, MASK_TARGETS, "data.mask_target")):
         if value not in allowed:
             raise ValueError(f"{key}={value!r}; choose from {', '.join(allowed)}")
+    if not 0 <= config.eval.gt_threshold < 255:
+        raise ValueError(f"eval.gt_threshold={config.eval.gt_threshold!r}; expected 0..254 (0: the original's > 0)")
     choice = parse_prompt(config.data.prompt, config.data.prompt_override)
     names = ([config.data.dataset] if training else []) + eval_datasets(config)
     for name in names:
@@ -225,7 +230,7 @@ def _compile_steps(run: Run) -> None:
     def train_step(state: TrainState, frozen, inputs):
         def loss_fn(params):
             logits, rest = forward(gd_train, params, frozen, state.rest, inputs)
-            loss = jnp.mean(losses.per_example_loss(tcfg.loss, logits, inputs["mask"], **loss_kw))
+            loss = losses.batch_loss(tcfg.loss, logits, inputs["mask"], inputs.get("valid"), **loss_kw)
             return loss, (rest, logits)
 
         (loss, (rest, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -233,14 +238,15 @@ def _compile_steps(run: Run) -> None:
         scale = optim.schedule_scale(state.schedule)
         updates = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
-        dice, _ = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"] > 0.5)
+        dice, _ = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"])
+        dice = losses.masked_mean(dice, inputs.get("valid"))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rest=rest)
-        return new_state, {"loss": loss, "dice": jnp.mean(dice), "grad_norm": optax.global_norm(grads)}
+        return new_state, {"loss": loss, "dice": dice, "grad_norm": optax.global_norm(grads)}
 
     def eval_step(params, frozen, rest, inputs):
         logits, _ = forward(gd_eval, params, frozen, rest, inputs)
         per_loss = losses.per_example_loss(tcfg.loss, logits, inputs["mask"], **loss_kw)
-        dice, iou = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"] > 0.5)
+        dice, iou = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"])
         return {"loss": per_loss, "dice": dice, "iou": iou, "logits": logits}
 
     rep, bat = run.replicated, run.batch_sharding
@@ -253,7 +259,7 @@ def _compile_steps(run: Run) -> None:
 def model_inputs(run: Run, split: str, batch: dict[str, np.ndarray], state: TrainState) -> dict[str, Any]:
     """Device inputs of a host batch: the mask plus features (frozen encoder) or raw inputs."""
     bat = run.batch_sharding
-    inputs = {"mask": shd.put_batch(batch["mask"], bat)}
+    inputs = shd.put_batch({"mask": batch["mask"], **({"valid": batch["valid"]} if "valid" in batch else {})}, bat)
     raw = lambda: shd.put_batch({k: batch[k] for k in IMAGE_KEYS}, bat)
     if not run.encoder_frozen:
         return {**inputs, **raw()}
@@ -336,7 +342,7 @@ def _loader(run: Run, dataset: str, split: str, batch_size: int, *, train: bool)
         seed=c.seed, image_size=run.prep.image_size, tokenizer=run.tokenizer,
         data_dir=c.data.data_dir or None, num_epochs=None if train else 1,
         worker_count=c.data.worker_count, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        prompt_override=c.data.prompt_override)
+        prompt_override=c.data.prompt_override, mask_target=c.data.mask_target)
 
 
 def _initial_meta() -> dict[str, Any]:
@@ -469,7 +475,7 @@ def run_evaluation(run: Run, state: TrainState, out_dir: str) -> dict[str, Any]:
         loader = _loader(run, name, "test", c.eval.batch_size, train=False)
         results[name] = evaluate_lib.evaluate_loader(
             predictor(run, state), loader, split="test", data_dir=c.data.data_dir or None,
-            threshold=run.threshold, resize_mode=c.eval.resize,
+            threshold=run.threshold, resize_mode=c.eval.resize, gt_threshold=c.eval.gt_threshold,
             out_dir=os.path.join(out_dir, name), write_masks=c.eval.write_masks, with_hd95=c.eval.hd95,
             overlays=c.eval.overlays, progress=c.train.progress)
     if jax.process_index() == 0:
