@@ -78,3 +78,19 @@ def test_cris_released_recipe_is_monai_dicece_1_02():
     ref = monai_losses.DiceCELoss(lambda_dice=1.0, lambda_ce=0.2)(torch.sigmoid(torch.from_numpy(x))[:, None],
                                                                    torch.from_numpy(y)[:, None])
     assert float(got) == pytest.approx(float(ref), rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [(451, 488), (176, 1080), (60, 50)])
+def test_evaluation_resize_is_the_originals(size):
+    """``src/eval.py``: ``TF.resize(pred.double(), [h, w], NEAREST_EXACT)`` of the binarised
+    prediction. 352 -> 451 / 488 are sizes where torch's float32 and float64 index arithmetic
+    disagree, 60 x 50 goes through torch's small-output kernel."""
+    from medvlsm_jax import evaluate
+
+    torch = pytest.importorskip("torch")
+    TF = pytest.importorskip("torchvision.transforms.functional")
+    logits = np.random.default_rng(0).normal(size=(352, 352)).astype(np.float32)
+    pred = torch.from_numpy(1 / (1 + np.exp(-logits)) > 0.5)[None]
+    want = TF.resize(pred.double(), list(size), interpolation=TF.InterpolationMode.NEAREST_EXACT)[0].numpy() > 0
+    got = evaluate.to_original_size(logits, size, 0.5, "nearest_mask")
+    np.testing.assert_array_equal(got, want)
