@@ -48,6 +48,7 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "prompt_override": config_dict.placeholder(str),
         "data_dir": "",
         "image_size": int(args.get("image_size") or 0),  # 0: the model's default resolution
+        "mask_target": "soft",  # soft: the original's ToTensor mask values | binary: > 127.5 (builds < 2.0.0)
         "worker_count": 0,
     })
     c.train = ml_collections.ConfigDict({
@@ -80,6 +81,7 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "batch_size": 16,
         "threshold": -1.0,  # < 0: the family's default (CLIPSeg 0.5, CRIS 0.35)
         "resize": "nearest_mask",
+        "gt_threshold": 0,  # ground truth = OpenCV grayscale > this (0: the original's; 127: builds < 2.0.0)
         "datasets": "",  # comma-separated test sets ("" = data.dataset)
         "write_masks": True,
         "hd95": True,

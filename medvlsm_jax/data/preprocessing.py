@@ -5,8 +5,9 @@ normalisation, text spec; this module only applies it).
 Images: ``torchvision.transforms.Resize(size)`` on a PIL image, i.e. PIL bilinear resampling
 (PIL always antialiases), then ``ToTensor`` (``/255``) and ``Normalize(mean, std)``, in float32.
 Masks: ``Resize(size, interpolation=NEAREST_EXACT)``, which torchvision maps to PIL ``NEAREST``
-for PIL images (PIL samples pixel centres, i.e. nearest-exact). Masks are already binary here
-(see :mod:`medvlsm_jax.data.io`), so resizing and binarising commute.
+for PIL images (PIL samples pixel centres, i.e. nearest-exact). The pipeline's training targets
+come from :mod:`medvlsm_jax.data.masks` (the original's soft ``ToTensor`` values, or binary);
+:func:`preprocess` resizes an already decoded uint8 mask.
 
 The CNN baselines' configs name ``albumentations.Resize`` (OpenCV bilinear), which the original
 dataset classes cannot call on PIL images; we use the PIL path for them too.

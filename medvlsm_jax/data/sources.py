@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from medvlsm_jax.data import io as data_io
+from medvlsm_jax.data import masks
 from medvlsm_jax.data.builders import builder_class
 from medvlsm_jax.data.builders.base import RAW_DECODERS, MedvlsmBuilder
 from medvlsm_jax.data.errors import DataError
@@ -56,6 +56,13 @@ def load_builder(name: str, data_dir: str | pathlib.Path | None = None) -> Medvl
     """A prepared builder; raises a DataError with the build command when it is not built."""
     data_dir = resolve_data_dir(data_dir)
     if not is_built(name, data_dir):
+        old = sorted(p.parent.name for p in (data_dir / name).glob("*/dataset_info.json"))
+        if old:
+            raise DataError(
+                f"dataset {name!r} in {data_dir} was built by an older medvlsm-jax (builder version "
+                f"{', '.join(old)}; this one reads {builder_class(name).VERSION}, which stores masks "
+                f"losslessly); rebuild it: medvlsm-data build {name} --manual_dir <medvlsm root> "
+                f"--data_dir {data_dir}")
         raise DataError(f"dataset {name!r} is not built in {data_dir}; run: medvlsm-data build "
                         f"{name} --manual_dir <medvlsm root> --data_dir {data_dir}")
     return builder_class(name)(data_dir=str(data_dir))
@@ -73,9 +80,12 @@ def raw_source(name: str, split: str, data_dir: str) -> Any:
 
 
 def original_mask(dataset: str, split: str, index: int,
-                  data_dir: str | pathlib.Path | None = None) -> np.ndarray:
-    """The binary mask (uint8 (H, W) in {0, 1}) of record ``index`` at original resolution."""
-    return data_io.decode_mask(raw_source(dataset, split, source_key(data_dir))[index]["mask"])
+                  data_dir: str | pathlib.Path | None = None, threshold: int = 0) -> np.ndarray:
+    """The scoring ground truth (bool (H, W), original resolution) of record ``index``: the
+    mask's OpenCV grayscale ``> threshold`` (0 as the original's ``eval_metrics.py``; see
+    :mod:`medvlsm_jax.data.masks`)."""
+    rec = raw_source(dataset, split, source_key(data_dir))[index]
+    return masks.ground_truth(rec["mask"], threshold, where=f"{dataset}/{split} record {index}")
 
 
 def source_key(data_dir: str | pathlib.Path | None) -> str:

@@ -74,7 +74,7 @@ def model_inputs(run: Run, cache: FeatureCache | None, split: str, batch: dict[s
     """Device inputs of a host batch: the mask plus features (frozen encoder) or the contract's
     raw inputs."""
     bat = run.batch_sharding
-    inputs = {"mask": shd.put_batch(batch["mask"], bat)}
+    inputs = shd.put_batch({"mask": batch["mask"], **({"valid": batch["valid"]} if "valid" in batch else {})}, bat)
     raw = lambda: shd.put_batch({k: batch[k] for k in run.contract.input_keys}, bat)
     if not run.encoder_frozen:
         return {**inputs, **raw()}
@@ -89,7 +89,7 @@ def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: b
         dataset, split, run.contract, c.data.prompt, batch_size // jax.process_count(),
         seed=c.seed, tokenizer=run.tokenizer, data_dir=c.data.data_dir or None,
         num_epochs=None if train else 1, worker_count=c.data.worker_count, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), prompt_override=c.data.prompt_override)
+        shard_count=jax.process_count(), prompt_override=c.data.prompt_override, mask_target=c.data.mask_target)
 
 
 def _global_sum(x: np.ndarray) -> np.ndarray:
@@ -257,7 +257,7 @@ def evaluate_test(run: Run, state: TrainState, out_dir: str, cache: FeatureCache
         loader = make_loader(run, name, "test", c.eval.batch_size, train=False)
         results[name] = evaluate_lib.evaluate_loader(
             predictor(run, state, cache), loader, split="test", data_dir=c.data.data_dir or None,
-            threshold=run.threshold, resize_mode=c.eval.resize,
+            threshold=run.threshold, resize_mode=c.eval.resize, gt_threshold=c.eval.gt_threshold,
             out_dir=os.path.join(out_dir, name), write_masks=c.eval.write_masks, with_hd95=c.eval.hd95,
             overlays=c.eval.overlays, progress=c.train.progress)
     if jax.process_index() == 0:

@@ -10,8 +10,19 @@ batches can be masked.
   ``squared_pred=False``, ``smooth_nr = smooth_dr = 1e-5``), averaged over the batch.
 * ``corrected`` — the loss the paper describes (§3.4): the same soft Dice (weight 1) plus
   binary cross-entropy with logits (weight 0.2).
-* ``bce`` — binary cross-entropy (CRIS). Computed from logits: equal to torch
-  ``BCELoss(sigmoid(x))`` except that torch clamps ``log`` at -100 for saturated outputs.
+* ``bce`` — binary cross-entropy (CRIS in the paper's text, §3.4). Computed from logits: equal
+  to torch ``BCELoss(sigmoid(x))`` except that torch clamps ``log`` at -100 for saturated outputs.
+  The released CRIS config (``configs/model/cris.yaml``) trains with
+  ``DiceCELoss(lambda_dice=1.0, lambda_ce=0.2)`` through the same ``BaseModule.step``, i.e.
+  ``paper_faithful`` (the ``released`` CRIS recipe uses it).
+
+Targets may be soft (the original's ``ToTensor`` mask values, :mod:`medvlsm_jax.data.masks`):
+every formula above takes them as they are, like MONAI and torch do.
+
+:func:`batch_loss` reduces a batch that may hold padding rows (``valid=False``, the padded last
+batch of an epoch) to the mean over its real examples: what torch computes on the short batch
+the original's ``DataLoader(drop_last=False)`` yields (MONAI's ``reduction='mean'`` and
+``BCELoss``'s mean are means over examples of equal size).
 """
 
 from __future__ import annotations
@@ -52,6 +63,21 @@ def per_example_loss(kind: str, logits: jax.Array, target: jax.Array, *, dice_we
     if kind == "bce":
         return bce_with_logits(logits, target)
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
+
+
+def batch_loss(kind: str, logits: jax.Array, target: jax.Array, valid: jax.Array | None = None,
+               **kwargs: float) -> jax.Array:
+    """Scalar loss of a batch: the mean of :func:`per_example_loss` over the rows where
+    ``valid`` (all rows when ``valid`` is None)."""
+    return masked_mean(per_example_loss(kind, logits, target, **kwargs), valid)
+
+
+def masked_mean(values: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Mean of ``values`` (B,) over the rows where ``valid`` (all rows when None)."""
+    if valid is None:
+        return jnp.mean(values)
+    w = valid.astype(values.dtype)
+    return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def check_loss(kind: str) -> None:

@@ -4,7 +4,8 @@ Records are written to ArrayRecord in annotation order (``disable_shuffling``), 
 of a split is entry ``i`` of its annotation file(s); read them back with
 ``builder.as_data_source()``. TFDS's ``Image`` feature would encode numpy arrays with
 TensorFlow, so the builder hands it encoded bytes (see :func:`medvlsm_jax.data.io.image_bytes`)
-and readers skip TFDS decoding and decode with PIL themselves.
+and readers skip TFDS decoding and decode with PIL themselves. Masks are the mask files' own
+bytes (:func:`medvlsm_jax.data.io.mask_bytes`), decoded at use by :mod:`medvlsm_jax.data.masks`.
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ def prompt_lists(prompts: Mapping[str, str | list[str]]) -> dict[str, list[str]]
 class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base builder: subclasses set ``name`` (a key of the registry) and nothing else."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "2.0.0": "Masks stored losslessly (the file's own bytes) instead of binarised at > 127.5; "
+                 "training targets and scoring ground truths are derived at use.",
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         explicit_name = cls.__dict__.get("name")  # read before TFDS fills in a default
@@ -125,7 +130,8 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         prompts = {k: tfds.features.Sequence(tfds.features.Text()) for k in spec.prompt_keys}
         features = tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(None, None, 3)),
-            "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+            # the mask file's own bytes (JPEG or PNG, any mode): see medvlsm_jax.data.masks
+            "mask": tfds.features.Image(shape=(None, None, None)),
             "prompts": tfds.features.FeaturesDict(prompts),
             "img_name": tfds.features.Text(),
             "mask_name": tfds.features.Text(),
@@ -207,15 +213,15 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         mask_path = root / source.masks_dir / rec["mask_name"]
         try:
             image, (height, width) = data_io.image_bytes(img_path)
-            mask = data_io.read_mask(mask_path)
+            mask, mask_hw = data_io.mask_bytes(mask_path)
         except DataError as err:
             raise DataError(f"{where}: {err}") from err
-        if mask.shape != (height, width):
-            raise DataError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} "
+        if mask_hw != (height, width):
+            raise DataError(f"{where}: mask {mask_path} is {mask_hw[1]}x{mask_hw[0]} "
                             f"(WxH) but image {img_path} is {width}x{height}")
         return {
             "image": image,
-            "mask": data_io.encode_png(mask.astype(np.uint8)),
+            "mask": mask,
             "prompts": prompt_lists(rec["prompts"]),
             "img_name": rec["img_name"],
             "mask_name": rec["mask_name"],
