@@ -15,6 +15,9 @@ from PIL import Image, PngImagePlugin
 from medvlsm_jax.data import io as data_io
 from medvlsm_jax.data import masks
 from medvlsm_jax.data.errors import DataError
+from medvlsm_jax.models.contract import IMAGENET_MEAN, IMAGENET_STD, InputContract
+
+IMAGE_ONLY = InputContract((256, 256), IMAGENET_MEAN, IMAGENET_STD, text=None)
 
 JPEG_QUALITIES = (30, 50, 75, 90, 95, 100)
 TARGET_SIZES = ((40, 48), (96, 128), (61, 53))  # (height, width): down, up, odd
@@ -194,7 +197,7 @@ def _loader(data_dir, split, **kw):
     from medvlsm_jax.data import make_loader
     from tests.data.test_pipeline import FakeTokenizer
 
-    return make_loader("kvasir_polyp", split, "unet", "p1", kw.pop("batch_size", 4), data_dir=data_dir,
+    return make_loader("kvasir_polyp", split, IMAGE_ONLY, "p1", kw.pop("batch_size", 4), data_dir=data_dir,
                        tokenizer=FakeTokenizer(), **kw)
 
 
