@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medvlsm-convert: {e}. Install the conversion extra: pip install 'medvlsm-jax[torch]'",
               file=sys.stderr)
         return 2
-    from weight_conversion.rules import ConversionError
+    from medvlsm_jax.conversion.rules import ConversionError
 
     try:
         report = module.convert(args.src, args.dst, **options)
