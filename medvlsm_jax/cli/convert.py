@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-# family -> module of weight_conversion with convert(src, dst) -> ConversionReport
+# family -> module of medvlsm_jax.conversion with convert(src, dst) -> ConversionReport
 CONVERTERS = {
     "clipseg": "medvlsm_jax.conversion.clipseg",
     "cris": "medvlsm_jax.conversion.cris",
