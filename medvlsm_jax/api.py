@@ -57,22 +57,35 @@ class Segmenter:
         graphdef, state = nnx.split(model)
 
         @jax.jit
-        def _forward(state, pixel_values, input_ids, attention_mask):
-            return nnx.merge(graphdef, state)(pixel_values, input_ids, attention_mask)
+        def _forward(state, inputs):
+            return nnx.merge(graphdef, state)(**inputs)
 
         self._state = state
         self._forward = _forward
 
+    @property
+    def takes_text(self) -> bool:
+        """False for image-only models (the CNN baselines): no tokenizer, no prompts."""
+        return self.preprocessing.text is not None
+
     def tokenize(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         return self.tokenizer(list(prompts))
 
-    def logits(self, pixel_values, input_ids, attention_mask=None) -> jax.Array:
-        """(B, H, W) float32 logits for normalised NHWC ``pixel_values``."""
+    def logits(self, pixel_values, input_ids=None, attention_mask=None) -> jax.Array:
+        """(B, H, W) float32 logits for normalised NHWC ``pixel_values`` (and token ids unless the
+        model is image-only)."""
+        inputs = {"pixel_values": jnp.asarray(pixel_values, jnp.float32)}
+        if not self.takes_text:
+            if input_ids is not None or attention_mask is not None:
+                raise ValueError(f"{self.family} is an image-only model: it takes no input_ids/attention_mask")
+            return self._forward(self._state, inputs)
+        if input_ids is None:
+            raise ValueError(f"{self.family} needs input_ids (tokenize the prompts)")
         input_ids = jnp.asarray(input_ids, jnp.int32)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
-        return self._forward(self._state, jnp.asarray(pixel_values, jnp.float32), input_ids,
-                             jnp.asarray(attention_mask, jnp.int32))
+        inputs.update(input_ids=input_ids, attention_mask=jnp.asarray(attention_mask, jnp.int32))
+        return self._forward(self._state, inputs)
 
     def preprocess(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         spec = self.preprocessing
@@ -81,24 +94,45 @@ class Segmenter:
         pixels = np.stack([normalize(resize_image(im, spec.image_size), spec.mean, spec.std) for im in pils])
         return pixels, sizes
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], prompts: str | Sequence[str],
+    def predict(self, images: ImageLike | Sequence[ImageLike], prompts: str | Sequence[str] | None = None,
                 threshold: float | None = None) -> list[np.ndarray] | np.ndarray:
         """One boolean mask (H, W) per image, at the image's original size (a single image in, a
-        single mask out)."""
+        single mask out). Image-only models take no prompts."""
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
-        prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        pixels, sizes = self.preprocess(images)
-        tok = self.tokenize(prompts)
-        probs = jax.nn.sigmoid(self.logits(pixels, tok["input_ids"], tok["attention_mask"]))
+        if not self.takes_text:
+            if prompts is not None:
+                raise ValueError(f"{self.family} is an image-only model: it takes no prompts")
+            pixels, sizes = self.preprocess(images)
+            probs = jax.nn.sigmoid(self.logits(pixels))
+        else:
+            if prompts is None:
+                raise ValueError(f"{self.family} needs a prompt per image")
+            prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+            if len(prompts) != len(images):
+                raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+            pixels, sizes = self.preprocess(images)
+            tok = self.tokenize(prompts)
+            probs = jax.nn.sigmoid(self.logits(pixels, tok["input_ids"], tok["attention_mask"]))
         thr = self.threshold if threshold is None else threshold
         masks = []
         for p, size in zip(probs, sizes):
             full = resize(p[None, ..., None], size, method="bilinear")[0, ..., 0]
             masks.append(np.asarray(full > thr))
         return masks[0] if single else masks
+
+
+def _concrete_rng_state(model: nnx.Module, seed: int = 0) -> None:
+    """``nnx.eval_shape`` leaves RNG streams (dropout) abstract; give them a concrete key so the
+    loaded model also works under ``nnx.jit`` and in train mode."""
+
+    def concrete(x):
+        if not isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        return jax.random.key(seed) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else jnp.zeros(x.shape, x.dtype)
+
+    abstract = lambda x: isinstance(x, jax.ShapeDtypeStruct)  # noqa: E731
+    nnx.update(model, jax.tree.map(concrete, nnx.state(model, nnx.RngState), is_leaf=abstract))
 
 
 def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
@@ -110,11 +144,14 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     config = registry.config_from_dict(family, meta["config"])
     model = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     weights.restore_params(checkpoint_dir, model)
+    _concrete_rng_state(model)
     model.eval()
     # a model trained at another resolution records it in model.json
     pre = spec.preprocessing_for(config, meta.get("image_size"))
     tok_dir = os.path.join(checkpoint_dir, weights.TOKENIZER_DIR)
-    if os.path.isdir(tok_dir) and spec.tokenizer == "clip":
+    if pre.text is None:  # image-only model
+        tokenizer = None
+    elif os.path.isdir(tok_dir) and spec.tokenizer == "clip":
         from medvlsm_jax.data.tokenizers import ClipTokenizer
 
         tokenizer = ClipTokenizer.from_dir(tok_dir)

@@ -33,6 +33,9 @@ __all__ = ["ModelSpec", "register", "get_spec", "build_model", "list_models", "c
 _FAMILY_MODULES = {
     "clipseg": "medvlsm_jax.models.clipseg",
     "cris": "medvlsm_jax.models.cris",
+    "unet": "medvlsm_jax.models.smp",
+    "unetpp": "medvlsm_jax.models.smp",
+    "deeplabv3plus": "medvlsm_jax.models.smp",
 }
 
 
