@@ -7,8 +7,9 @@ for PIL images (PIL samples pixel centres, i.e. nearest-exact). Masks are alread
 (see :mod:`medvlsm_jax.data.io`), so resizing and binarising commute.
 
 The table is keyed by model name strings so this module never imports the models. The CNN
-baselines' configs name ``albumentations.Resize`` (OpenCV bilinear), which the original dataset
-classes cannot call on PIL images; we use the PIL path for them too.
+baselines get 256x256 squares through the same PIL path (their first configs named
+``albumentations.Resize(256, 256)``, the released ones torchvision's shorter-side ``Resize(256)``;
+why squares: :mod:`medvlsm_jax.data.shorter_side`).
 """
 
 from __future__ import annotations
