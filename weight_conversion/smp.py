@@ -115,9 +115,11 @@ def _read_file(path: str) -> dict[str, np.ndarray]:
 
 def _read_folder(path: str, family: str) -> dict[str, np.ndarray]:
     config = os.path.join(path, "config.json")
-    weights = [os.path.join(path, n) for n in ("model.safetensors", "pytorch_model.bin") if os.path.exists(os.path.join(path, n))]
+    weights = [os.path.join(path, n) for n in ("model.safetensors", "pytorch_model.bin")
+               if os.path.exists(os.path.join(path, n))]
     if not os.path.exists(config) or not weights:
-        raise FileNotFoundError(f"{path}: not an SMP save_pretrained folder (config.json and model.safetensors expected)")
+        raise FileNotFoundError(f"{path}: not an SMP save_pretrained folder "
+                                "(config.json and model.safetensors expected)")
     with open(config) as f:
         cls = json.load(f).get("_model_class")
     if cls is not None and cls != FAMILIES[family]:
@@ -162,7 +164,8 @@ def key_map(sd: Mapping[str, np.ndarray], fmt: str) -> dict[str, np.ndarray]:
     return dict(sd)
 
 
-def load_into(model: nnx.Module, sd: Mapping[str, np.ndarray], fmt: str, source: str = "checkpoint") -> ConversionReport:
+def load_into(model: nnx.Module, sd: Mapping[str, np.ndarray], fmt: str,
+              source: str = "checkpoint") -> ConversionReport:
     """Loads a state dict of format ``fmt`` into ``model`` in place (strict)."""
     resnet = fmt == RESNET
     return convert_state_dict(model, key_map(sd, fmt), drop=_DROP_RESNET if resnet else _DROP,

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = {k: v for k, v in (("variant", args.variant), ("pad_id", args.pad_id), ("seed", args.seed))
                if v is not None}
-    allowed = {"cris": {"variant", "pad_id", "seed"}, **{f: {"variant", "seed"} for f in SMP_FAMILIES}}.get(args.family, set())
+    allowed = {"cris": {"variant", "pad_id", "seed"}, **{f: {"variant", "seed"} for f in SMP_FAMILIES}}
+    allowed = allowed.get(args.family, set())
     if set(options) - allowed:
         bad = sorted(set(options) - allowed)
         parser.error(f"{', '.join('--' + k.replace('_', '-') for k in bad)} do not apply to {args.family}")

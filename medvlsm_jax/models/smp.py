@@ -103,6 +103,13 @@ class DeepLabV3PlusConfig(ResNetConfig):
     aspp_dropout: float = 0.5
     upsampling: int = 4
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.output_stride != 16:  # SMP also allows 8 (layer3 dilated too): not needed here
+            raise ValueError(f"DeepLabV3Plus is implemented for output_stride 16, got {self.output_stride}")
+        if len(self.atrous_rates) != 3:
+            raise ValueError(f"atrous_rates must have 3 entries, got {self.atrous_rates}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -342,7 +349,7 @@ class DeepLabV3PlusDecoder(nnx.Module):
             BatchNorm2d(d, dtype=dtype, rngs=rngs),
             ReLU(),
         ])
-        self.up = UpsampleBilinear(4 if c.output_stride == 16 else 2)
+        self.up = UpsampleBilinear(4)  # SMP: 4 at output stride 16 (encoder depth 5)
         self.block1 = Sequential([_dconv(enc[2], 48, 1, rngs, dtype=dtype), BatchNorm2d(48, dtype=dtype, rngs=rngs),
                                   ReLU()])
         self.block2 = Sequential([separable_conv(48 + d, d, rngs, dtype), BatchNorm2d(d, dtype=dtype, rngs=rngs),

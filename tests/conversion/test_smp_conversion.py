@@ -154,7 +154,8 @@ def _flax_step(model, optimizer, x, mask):
 def _step_case(tmp_path, family: str):
     """A converted tiny model, its SMP reference after medvlsm's step in float64, and a batch.
     DeepLabV3+'s dropout masks cannot be shared between frameworks: dropout is off on both sides."""
-    torch_kw, flax_kw = ({"decoder_aspp_dropout": 0.0}, {"aspp_dropout": 0.0}) if family == "deeplabv3plus" else ({}, {})
+    no_dropout = family == "deeplabv3plus"
+    torch_kw, flax_kw = ({"decoder_aspp_dropout": 0.0}, {"aspp_dropout": 0.0}) if no_dropout else ({}, {})
     model = ref.build(family, "tiny", seed=10 + FAMILIES.index(family), **torch_kw)
     torch.save(model.state_dict(), tmp_path / "smp.pt")
     assert convert_cli.main([family, str(tmp_path / "smp.pt"), str(tmp_path / "dst"), "--variant", "tiny"]) == 0
@@ -318,7 +319,8 @@ def test_encoder_weights_with_a_fresh_decoder(tmp_path, kind):
     # the same file auto-detected as SRC; SRC and --encoder together are refused
     assert convert_cli.main(["unet", str(tmp_path / "r50.pth"), str(tmp_path / "auto"), "--variant", "tiny"]) == 0
     with pytest.raises(SystemExit):
-        convert_cli.main(["unet", str(tmp_path / "r50.pth"), str(tmp_path / "z"), "--encoder", str(tmp_path / "r50.pth")])
+        convert_cli.main(["unet", str(tmp_path / "r50.pth"), str(tmp_path / "z"),
+                          "--encoder", str(tmp_path / "r50.pth")])
 
 
 def test_errors_list_every_mismatch(converted, tmp_path, capsys):

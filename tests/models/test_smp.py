@@ -72,7 +72,8 @@ def test_base_configs_are_resnet50_as_medvlsm():
         assert c.layers == (3, 4, 6, 3) and c.width_per_group == 64
     assert get_spec("unet").config("base").decoder_channels == (256, 128, 64, 32, 16)
     d = get_spec("deeplabv3plus").config("base")
-    assert (d.output_stride, d.decoder_channels, d.atrous_rates, d.aspp_dropout, d.upsampling) == (16, 256, (12, 24, 36), 0.5, 4)
+    assert (d.output_stride, d.decoder_channels, d.atrous_rates, d.aspp_dropout, d.upsampling) == (
+        16, 256, (12, 24, 36), 0.5, 4)
 
 
 def test_train_mode_batch_statistics_and_dropout():
