@@ -65,6 +65,16 @@ class Segmenter:
         self._state = state
         self._forward = _forward
 
+    @property
+    def takes_text(self) -> bool:
+        """False for image-only models (the CNN baselines): no tokenizer, no prompts."""
+        return self.preprocessing.text is not None
+
+    @property
+    def takes_text(self) -> bool:
+        """Whether the model is conditioned on a prompt (its contract has a text spec)."""
+        return self.contract.text is not None
+
     def tokenize(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         return self.tokenizer(list(prompts))
 
@@ -72,7 +82,9 @@ class Segmenter:
         """(B, H, W) float32 logits for normalised NHWC ``pixel_values`` (and token ids for
         text models; image-only models take none)."""
         inputs = {"pixel_values": jnp.asarray(pixel_values, jnp.float32)}
-        if self.contract.text is not None:
+        if not self.takes_text and (input_ids is not None or attention_mask is not None):
+            raise ValueError(f"{self.family} is an image-only model: it takes no input_ids/attention_mask")
+        if self.takes_text:
             if input_ids is None:
                 raise ValueError(f"{self.family} is a text-conditioned model: pass input_ids")
             inputs["input_ids"] = jnp.asarray(input_ids, jnp.int32)
@@ -94,7 +106,9 @@ class Segmenter:
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         pixels, sizes = self.preprocess(images)
-        if self.contract.text is None:
+        if not self.takes_text:
+            if prompts is not None:
+                raise ValueError(f"{self.family} is an image-only model: it takes no prompts")
             probs = jax.nn.sigmoid(self.logits(pixels))
         else:
             if prompts is None:

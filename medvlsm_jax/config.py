@@ -20,14 +20,16 @@ from ml_collections import config_dict
 ARG_KEYS = ("dataset", "prompt", "recipe", "variant", "loss", "image_size")
 
 
-def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
-    """``'dataset=kvasir_polyp,prompt=p3'`` -> dict over :data:`ARG_KEYS` with ``defaults``."""
+def parse_arg(arg: str | None, defaults: dict[str, str], extra_keys: tuple[str, ...] = ()) -> dict[str, str]:
+    """``'dataset=kvasir_polyp,prompt=p3'`` -> dict over :data:`ARG_KEYS` (+ a config file's
+    ``extra_keys``) with ``defaults``."""
     out = dict(defaults)
+    keys = ARG_KEYS + tuple(extra_keys)
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or key not in ARG_KEYS:
-            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(ARG_KEYS)}")
+        if not sep or key not in keys:
+            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(keys)}")
         out[key] = value.strip()
     return out
 

@@ -2,7 +2,9 @@
 
 ``clipseg``: a transformers CLIPSeg folder; ``cris``: a CRIS checkpoint; ``biomedclipseg``: an
 open_clip BiomedCLIP folder (``--decoder CLIPSEG_DIR`` for BiomedCLIPSeg-D, ``--checkpoint CKPT``
-for a model trained with medvlsm).
+for a model trained with medvlsm); ``unet``, ``unetpp``, ``deeplabv3plus``: a segmentation_models_pytorch
+checkpoint (state dict, ``save_pretrained`` folder or Lightning ``.ckpt``), or ``--encoder`` with a
+ResNet-50 ImageNet state dict for a fresh decoder.
 
 Needs the optional torch extra (``pip install 'medvlsm-jax[torch]'``); nothing else does.
 """
@@ -18,18 +20,24 @@ CONVERTERS = {
     "clipseg": "medvlsm_jax.conversion.clipseg",
     "cris": "medvlsm_jax.conversion.cris",
     "biomedclipseg": "medvlsm_jax.conversion.biomedclipseg",
+    "unet": "medvlsm_jax.conversion.smp",
+    "unetpp": "medvlsm_jax.conversion.smp",
+    "deeplabv3plus": "medvlsm_jax.conversion.smp",
 }
+SMP_FAMILIES = ("unet", "unetpp", "deeplabv3plus")
 # options -> the families they apply to
-FAMILY_OPTIONS = {"variant": ("cris",), "pad_id": ("cris",), "decoder": ("biomedclipseg",),
-                  "checkpoint": ("biomedclipseg",), "seed": ("biomedclipseg",)}
+FAMILY_OPTIONS = {"variant": ("cris", *SMP_FAMILIES), "pad_id": ("cris",), "decoder": ("biomedclipseg",),
+                  "checkpoint": ("biomedclipseg",), "seed": ("cris", "biomedclipseg", *SMP_FAMILIES),
+                  "encoder": SMP_FAMILIES}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medvlsm-convert", description=__doc__.splitlines()[0])
     parser.add_argument("family", choices=sorted(CONVERTERS))
-    parser.add_argument("src", help="local PyTorch checkpoint (file or model folder)")
+    parser.add_argument("src", nargs="?", help="local PyTorch checkpoint (file or model folder)")
     parser.add_argument("dst", help="output folder (Orbax params, model.json, tokenizer/)")
-    parser.add_argument("--variant", default=None, help="cris: model size of SRC ('base' = R50, 'tiny')")
+    parser.add_argument("--variant", default=None,
+                        help="cris, unet, unetpp, deeplabv3plus: model size of SRC ('base', 'tiny')")
     parser.add_argument("--pad-id", type=int, default=None,
                         help="cris: token padding id (49407 = medvlsm's HF tokens, default; 0 = original CRIS)")
     parser.add_argument("--decoder", default=None,
@@ -37,14 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="biomedclipseg: a model trained with medvlsm (Lightning .ckpt or state dict) whose "
                              "weights replace SRC's")
+    parser.add_argument("--encoder", default=None, metavar="RESNET50_STATE_DICT",
+                        help="unet, unetpp, deeplabv3plus: start from a torchvision/timm ResNet-50 ImageNet "
+                             "state dict with a fresh decoder (instead of SRC)")
     parser.add_argument("--seed", type=int, default=None,
-                        help="biomedclipseg: seed of the fresh decoder when there is no --decoder/--checkpoint (0)")
+                        help="initialisation of what the source does not cover (fresh decoders)")
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in FAMILY_OPTIONS if getattr(args, k) is not None}
     wrong = [k for k in options if args.family not in FAMILY_OPTIONS[k]]
     if wrong:
         parser.error("; ".join(f"--{k.replace('_', '-')} only applies to {', '.join(FAMILY_OPTIONS[k])}"
                                for k in wrong))
+    if args.encoder is not None:
+        if args.src is not None:
+            parser.error("give either SRC or --encoder, not both")
+        args.src, options["encoder_only"] = options.pop("encoder"), True
+    if args.src is None:
+        parser.error("SRC is required")
+    if args.family in SMP_FAMILIES:
+        options["family"] = args.family
     try:
         module = importlib.import_module(CONVERTERS[args.family])
     except ImportError as e:

@@ -9,8 +9,9 @@ for PIL images (PIL samples pixel centres, i.e. nearest-exact). The pipeline's t
 come from :mod:`medvlsm_jax.data.masks` (the original's soft ``ToTensor`` values, or binary);
 :func:`preprocess` resizes an already decoded uint8 mask.
 
-The CNN baselines' configs name ``albumentations.Resize`` (OpenCV bilinear), which the original
-dataset classes cannot call on PIL images; we use the PIL path for them too.
+The CNN baselines get 256x256 squares through the same PIL path (their first configs named
+``albumentations.Resize(256, 256)``, the released ones torchvision's shorter-side ``Resize(256)``;
+why squares: :mod:`medvlsm_jax.data.shorter_side`).
 """
 
 from __future__ import annotations

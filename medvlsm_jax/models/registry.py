@@ -40,6 +40,9 @@ _FAMILY_MODULES = {
     "clipseg": "medvlsm_jax.models.clipseg",
     "cris": "medvlsm_jax.models.cris",
     "biomedclipseg": "medvlsm_jax.models.biomedclipseg",
+    "unet": "medvlsm_jax.models.smp",
+    "unetpp": "medvlsm_jax.models.smp",
+    "deeplabv3plus": "medvlsm_jax.models.smp",
 }
 
 

@@ -15,6 +15,17 @@ batches can be masked.
   The released CRIS config (``configs/model/cris.yaml``) trains with
   ``DiceCELoss(lambda_dice=1.0, lambda_ce=0.2)`` through the same ``BaseModule.step``, i.e.
   ``paper_faithful`` (the ``released`` CRIS recipe uses it).
+* ``tuned_dice`` — medvlsm's ``src.losses.TunedDiceLoss`` (``src/losses/tuned_dice_loss.py``,
+  added in naamiinepal/medvlsm commit 2ebbb489f576c7572c281085d3fe6d00a1dc06fc and unchanged
+  since; named by ``configs/model/{unet,unetpp,deeplabv3plus}.yaml``), the CNN baselines' loss,
+  on ``sigmoid(logits)``. Per example it keeps the channels ("planes") whose target contains a 1
+  and applies MONAI's ``DiceLoss`` (defaults) to them; the batch loss is the sum over examples
+  divided by the batch size. With one channel: the soft Dice above for an example with a
+  non-empty mask. For an empty mask PyTorch computes the mean of an empty tensor: its loss *value*
+  is NaN (and so is the batch's), but its gradient is zero and the example still counts in the
+  denominator. Here such an example contributes 0, so ``mean`` over the batch has exactly the
+  original gradient, and its value whenever no mask in the batch is empty (BUSI's normal cases,
+  CheXlocalize). The mask test is the original's ``1 in plane.unique()`` (``target == 1``).
 
 Targets may be soft (the original's ``ToTensor`` mask values, :mod:`medvlsm_jax.data.masks`):
 every formula above takes them as they are, like MONAI and torch do.
@@ -31,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-LOSSES = ("paper_faithful", "corrected", "bce")
+LOSSES = ("paper_faithful", "corrected", "bce", "tuned_dice")
 SMOOTH_NR = 1e-5
 SMOOTH_DR = 1e-5
 
@@ -44,6 +55,14 @@ def soft_dice(probs: jax.Array, target: jax.Array) -> jax.Array:
     return 1.0 - (2.0 * intersection + SMOOTH_NR) / (denominator + SMOOTH_DR)
 
 
+def tuned_dice(probs: jax.Array, target: jax.Array) -> jax.Array:
+    """medvlsm ``TunedDiceLoss`` for one channel, per example: ``(B, H, W) -> (B,)``; 0 for an
+    example whose mask has no 1 (see the module docstring)."""
+    axes = tuple(range(1, target.ndim))
+    present = jnp.any(target == 1, axis=axes)
+    return jnp.where(present, soft_dice(probs, target), 0.0)
+
+
 def bce_with_logits(logits: jax.Array, target: jax.Array) -> jax.Array:
     """Mean binary cross-entropy per example: ``(B, H, W) -> (B,)``."""
     axes = tuple(range(1, logits.ndim))
@@ -52,9 +71,10 @@ def bce_with_logits(logits: jax.Array, target: jax.Array) -> jax.Array:
 
 def per_example_loss(kind: str, logits: jax.Array, target: jax.Array, *, dice_weight: float = 1.0,
                      bce_weight: float = 0.2) -> jax.Array:
-    """Loss ``kind`` (one of :data:`LOSSES`) per example, in float32."""
-    logits = logits.astype(jnp.float32)
-    target = target.astype(jnp.float32)
+    """Loss ``kind`` (one of :data:`LOSSES`) per example, in float32 (or float64 for float64 logits)."""
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)  # bfloat16 -> float32; float64 stays
+    logits = logits.astype(dtype)
+    target = target.astype(dtype)
     if kind == "paper_faithful":
         return dice_weight * soft_dice(jax.nn.sigmoid(logits), target)
     if kind == "corrected":
@@ -62,6 +82,8 @@ def per_example_loss(kind: str, logits: jax.Array, target: jax.Array, *, dice_we
                 + bce_weight * bce_with_logits(logits, target))
     if kind == "bce":
         return bce_with_logits(logits, target)
+    if kind == "tuned_dice":
+        return tuned_dice(jax.nn.sigmoid(logits), target)
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
 
 
