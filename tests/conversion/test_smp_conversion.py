@@ -308,17 +308,15 @@ def test_encoder_weights_with_a_fresh_decoder(tmp_path, kind):
             want.append(t)
     for a, b in zip(feats[1:5], want):
         np.testing.assert_allclose(np.asarray(a), b.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
-    # the decoder is SMP-initialised, seeded
+    # the decoder is SMP-initialised and seeded; the same file is recognised as SRC too
     again = tmp_path / "again"
-    assert convert_cli.main(["deeplabv3plus", "--encoder", str(tmp_path / "r50.pth"), str(again),
-                             "--variant", "tiny", "--seed", "5"]) == 0
+    assert convert_cli.main(["deeplabv3plus", str(tmp_path / "r50.pth"), str(again), "--variant", "tiny",
+                             "--seed", "5"]) == 0
+    assert read_model_json(again)["source_format"] == wc.RESNET
     a, b = _leaves(dst), _leaves(again)
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    head = a[("segmentation_head", 0, "bias")]
-    assert not head.any()  # SMP initialize_head: zero bias
-    # the same file auto-detected as SRC; SRC and --encoder together are refused
-    assert convert_cli.main(["unet", str(tmp_path / "r50.pth"), str(tmp_path / "auto"), "--variant", "tiny"]) == 0
-    with pytest.raises(SystemExit):
+    assert not a[("segmentation_head", 0, "bias")].any()  # SMP initialize_head: zero bias
+    with pytest.raises(SystemExit):  # SRC and --encoder together are refused
         convert_cli.main(["unet", str(tmp_path / "r50.pth"), str(tmp_path / "z"),
                           "--encoder", str(tmp_path / "r50.pth")])
 
@@ -358,3 +356,13 @@ def test_image_only_api(converted, tmp_path):
         seg.predict(img, "a polyp")
     with pytest.raises(ValueError, match="image-only"):
         seg.logits(np.zeros((1, 256, 256, 3), np.float32), np.zeros((1, 77), np.int32))
+    # medvlsm-predict without --prompt
+    from medvlsm_jax.cli import predict as predict_cli
+
+    img.save(tmp_path / "im.png")
+    assert predict_cli.main(["--checkpoint", str(folder), "--image", str(tmp_path / "im.png"),
+                             "--out", str(tmp_path / "pred")]) == 0
+    assert Image.open(tmp_path / "pred" / "im_mask.png").size == (90, 70)
+    with pytest.raises(SystemExit):
+        predict_cli.main(["--checkpoint", str(folder), "--image", str(tmp_path / "im.png"), "--prompt", "polyp",
+                          "--out", str(tmp_path / "pred")])
