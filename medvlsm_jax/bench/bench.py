@@ -510,18 +510,25 @@ def parser() -> argparse.ArgumentParser:
     outputs(e)
     e.set_defaults(func=cmd_epoch)
 
-    w = sub.add_parser("worker", help=argparse.SUPPRESS)
-    w.add_argument("spec")
-    w.add_argument("rows_out")
-    w.set_defaults(func=cmd_worker)
-
     for name, module in DELEGATED.items():  # listed for --help; main() hands them their arguments
         sub.add_parser(name, help=f"options: python -m {module} --help", add_help=False)
     return p
 
 
+def worker_parser() -> argparse.ArgumentParser:
+    """The internal ``worker`` command (run_on_devices' child), kept out of ``--help``."""
+    w = argparse.ArgumentParser(prog="medvlsm-bench worker")
+    w.add_argument("spec")
+    w.add_argument("rows_out")
+    w.set_defaults(func=cmd_worker)
+    return w
+
+
 def main(argv: list[str] | None = None) -> Any:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "worker":
+        args = worker_parser().parse_args(argv[1:])
+        return args.func(args)
     if argv and argv[0] in DELEGATED:
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = parser().parse_args(argv)

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from medvlsm_jax.cli.common import add_verbose, guard
+
 # family -> module of medvlsm_jax.conversion with convert(src, dst) -> ConversionReport
 CONVERTERS = {
     "clipseg": "medvlsm_jax.conversion.clipseg",
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default=None, help="cris: model size of SRC ('base' = R50, 'tiny')")
     parser.add_argument("--pad-id", type=int, default=None,
                         help="cris: token padding id (49407 = medvlsm's HF tokens, default; 0 = original CRIS)")
+    add_verbose(parser)
     args = parser.parse_args(argv)
     options = {k: v for k, v in (("variant", args.variant), ("pad_id", args.pad_id)) if v is not None}
     if options and args.family != "cris":
@@ -34,17 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medvlsm-convert: {e}. Install the conversion extra: pip install 'medvlsm-jax[torch]'",
               file=sys.stderr)
         return 2
-    from medvlsm_jax.conversion.rules import ConversionError
 
-    try:
+    def run() -> int:
         report = module.convert(args.src, args.dst, **options)
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"medvlsm-convert: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.family}: {report.summary()} -> {args.dst}")
-    for key in report.kept_init:
-        print(f"  left at initialisation: {key}")
-    return 0
+        print(f"{args.family}: {report.summary()} -> {args.dst}")
+        for key in report.kept_init:
+            print(f"  left at initialisation: {key}")
+        return 0
+
+    return guard("medvlsm-convert", run, argv)
 
 
 if __name__ == "__main__":
