@@ -235,14 +235,18 @@ class Checkpoints:
         """(flat state, meta, data) of one checkpoint, read item by item (so a failure names
         the item) with the state digest verified; raises CheckpointError on any problem."""
         mngr = self._manager(kind)
-        out = {}
+        items = {"meta": ocp.args.JsonRestore(), "data": ocp.args.JsonRestore(),
+                 "state": ocp.args.StandardRestore(abstract)}
         with quiet():
-            for item, args in (("meta", ocp.args.JsonRestore()), ("data", ocp.args.JsonRestore()),
-                               ("state", ocp.args.StandardRestore(abstract))):
-                try:
-                    out[item] = mngr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
-                except Exception as err:  # noqa: BLE001
-                    raise CheckpointError(f"{item}: {reason(err)}") from err
+            try:
+                out = dict(mngr.restore(step, args=ocp.args.Composite(**items)))
+            except Exception as err:  # noqa: BLE001
+                for item, args in items.items():  # which item fails, for the message
+                    try:
+                        mngr.restore(step, args=ocp.args.Composite(**{item: args}))
+                    except Exception as item_err:  # noqa: BLE001
+                        raise CheckpointError(f"{item}: {reason(item_err)}") from item_err
+                raise CheckpointError(reason(err)) from err
         meta, data = out["meta"], out["data"]
         if not isinstance(meta, dict) or "step" not in meta or not isinstance(data, dict):
             raise CheckpointError("meta: not a checkpoint's bookkeeping")

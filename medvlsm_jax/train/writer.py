@@ -6,9 +6,10 @@ logged after ``S`` is logged again. To keep one clean record:
 
 * ``metrics.jsonl`` is rewritten (atomically) without the rows of steps after ``S`` before the
   first new row, so it holds each row once;
-* TensorBoard writes one events file per attempt (event files cannot be cut); a resumed
-  attempt's file starts with TensorBoard's purge marker at ``S + 1``, so TensorBoard hides the
-  interrupted attempt's events after ``S`` and shows one stream.
+* TensorBoard writes one events file per attempt (event files cannot be cut), named
+  ``events.out.tfevents.<time>.<host>.from-step-<S>``; a resumed attempt's file starts with
+  TensorBoard's purge marker at ``S + 1``, so TensorBoard hides the interrupted attempt's
+  events after ``S`` and shows one stream.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class MetricWriter:
         else:
             tb_dir = os.path.join(workdir, "tensorboard")
             earlier = glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))
-            self._tb = SummaryWriter(tb_dir, purge_step=resume_step + 1 if earlier else None)
+            self._tb = SummaryWriter(tb_dir, purge_step=resume_step + 1 if earlier else None,
+                                     filename_suffix=f".from-step-{resume_step}")
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
