@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import pathlib
 import shutil
@@ -18,6 +19,8 @@ from medvlsm_jax.data.builders import builder_class
 from medvlsm_jax.data.builders.base import RAW_DECODERS, MedvlsmBuilder, problems_error
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.data.registry import default_data_dir
+
+log = logging.getLogger(__name__)
 
 
 def resolve_data_dir(data_dir: str | pathlib.Path | None) -> pathlib.Path:
@@ -48,6 +51,7 @@ def build_dataset(name: str, *, manual_dir: str | pathlib.Path | None = None,
     created = [p for p in (data_dir, final.parent) if not p.exists()]
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".building-{name}-", dir=data_dir))
+    log.info("building %s from %s into %s", name, manual, final)
     try:
         builder = cls(data_dir=str(tmp))
         builder.prepare_manual_dir(manual)

@@ -111,6 +111,8 @@ def reason(err: BaseException, limit: int = 400) -> str:
             break
     else:
         e, text = err, (str(err).strip().splitlines() or [""])[0]
+    if "structures do not match" in text or "checkpoint holds" in text:
+        return "its arrays are not those of the model the config builds (the model, or what is frozen, changed)"
     if type(e).__name__ not in ("Exception", "ValueError", "CheckpointError") or not text:
         text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."

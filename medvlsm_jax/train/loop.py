@@ -186,9 +186,11 @@ def resume(ckpts: ckpt_lib.Checkpoints, template: TrainState, sharding: Any) -> 
     return restored
 
 
-def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[TrainState, dict[str, Any]]:
+def train(run: Run, workdir: str, cache: FeatureCache | None = None,
+          before_training: Callable[[], None] | None = None) -> tuple[TrainState, dict[str, Any]]:
     """Trains (or resumes) until max epochs, early stopping or ``train.max_steps``; returns the
-    best state (by validation Dice) and the run's bookkeeping."""
+    best state (by validation Dice) and the run's bookkeeping. ``before_training`` is called
+    once the state is restored (or initialised), before anything is written."""
     c, tcfg = run.config, run.config.train
     lead = jax.process_index() == 0
     ckpts = ckpt_lib.Checkpoints(workdir, keep=tcfg.keep_checkpoints)
@@ -208,6 +210,8 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
     if restored is not None:
         state, meta, data_state = restored
         data_iter.set_state(data_state)
+    if before_training is not None:
+        before_training()
     writer = MetricWriter(workdir, lead, resume_step=meta["step"])
 
     def save_latest():
@@ -352,13 +356,16 @@ def train_and_evaluate(config: Any, workdir: str, *, fresh: bool = False,
                                         has_checkpoints=workdir_lib.has_checkpoints(workdir))
         run = build_run(config)
         ensure_synthetic(config)
-        if lead:
-            if fresh:
-                workdir_lib.archive_previous(workdir)
-            workdir_lib.record_config(workdir, config, diff, forced=allow_config_change, fresh=fresh)
+        if lead and fresh:
+            workdir_lib.archive_previous(workdir)
         _barrier("medvlsm_workdir_ready")
+
+        def record() -> None:  # once the checkpoints restored: a refused run records nothing
+            if lead:
+                workdir_lib.record_config(workdir, config, diff, forced=allow_config_change, fresh=fresh)
+
         cache = make_cache(run)
-        state, meta = train(run, workdir, cache)
+        state, meta = train(run, workdir, cache, before_training=record)
         export_dir = os.path.join(workdir, "export")
         if lead:
             export(run, state, export_dir, {"dataset": config.data.dataset, "prompt": config.data.prompt,

@@ -5,6 +5,7 @@ empty folder behind, every problem of a source is reported in one pass (capped),
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -106,3 +107,22 @@ def test_list_into_a_closed_pipe_is_quiet(tmp_path):
     proc.stdout.close()  # `medvlsm-data list | head -0`: the reader is gone before the first line
     err = proc.stderr.read().decode()
     assert proc.wait() == 0 and err == ""
+
+
+def test_quick_start_says_where_it_builds_and_that_nothing_is_downloaded(tmp_path, caplog, capfd, tiny_synthetic):
+    from medvlsm_jax.config import load_config
+    from medvlsm_jax.train.loop import ensure_synthetic
+
+    config = load_config("demo")
+    config.data.data_dir = str(tmp_path / "d")
+    with caplog.at_level(logging.INFO):
+        ensure_synthetic(config)
+    assert f"building the synthetic dataset synthetic_polyp in {tmp_path / 'd'} (generated locally, nothing is " \
+           "downloaded" in caplog.text
+    out, err = capfd.readouterr()
+    assert "ownload" not in out + err  # TFDS's "Downloading and preparing dataset" is replaced
+    assert _counts_of("synthetic_polyp", tmp_path / "d") == {"train": 3, "val": 1, "test": 1}
+
+
+def _counts_of(name, data_dir):
+    return {s: v.num_examples for s, v in load_builder(name, data_dir).info.splits.items()}

@@ -150,11 +150,11 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.source_root: pathlib.Path | None = None
 
     def _log_download_bytes(self) -> None:
-        """TFDS prints "Downloading and preparing dataset"; nothing is downloaded here."""
-        log.info("building %s from %s into %s", self.name, self.source_root, self.data_dir)
+        """TFDS prints "Downloading and preparing dataset"; nothing is downloaded here (the
+        build is logged by :func:`medvlsm_jax.data.sources.build_dataset`)."""
 
     def _log_download_done(self) -> None:
-        log.info("built %s in %s", self.name, self.data_dir)
+        """TFDS prints "downloaded and prepared"; see :meth:`_log_download_bytes`."""
 
     @property
     def spec(self) -> DatasetSpec:
