@@ -5,6 +5,7 @@ uninterrupted run and the same metrics.jsonl; eval mode; one-line errors with ex
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -83,15 +84,17 @@ def test_three_kills_and_damaged_checkpoints_resume_bit_for_bit(tiny_data_dir, t
     # checkpoint, kill 3 (after epoch 2, so a best checkpoint exists) by deleting the latest folder
     targets = [rng.randint(2, 5), rng.randint(6, 9), rng.randint(2 * STEPS_PER_EPOCH + 1, STEPS - 2)]
     logs = [tmp_path / f"attempt{i}.log" for i in range(4)]
-    damaged = None
+    damaged, stops = None, []
     for i, target in enumerate(targets):
         stopped = _kill_at(_cmd(tiny_data_dir, chaos), env, chaos, target, logs[i])
+        stops.append(stopped)
         assert target <= stopped < STEPS, f"kill {i + 1} must land mid-training {why}"
         if i == 1:
             damaged = chaos / "checkpoints" / "latest" / str(stopped)
             faults.cut_in_half(damaged)
         if i == 2:
             shutil.rmtree(chaos / "checkpoints" / "latest")
+    print(f"kill -9 after checkpoints {stops} of {STEPS} {why}")
     res = subprocess.run(_cmd(tiny_data_dir, chaos), cwd=ROOT, env=env, timeout=600, capture_output=True, text=True)
     logs[3].write_text(res.stderr)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -108,10 +111,14 @@ def test_three_kills_and_damaged_checkpoints_resume_bit_for_bit(tiny_data_dir, t
     assert any(p.name.startswith(f"latest-{damaged.name}-") for p in (chaos / "checkpoints" / "damaged").iterdir())
     # the latest folder gone: resumed from the best checkpoint, not from scratch
     assert f"resumed from {chaos / 'checkpoints' / 'best'}" in logs[3].read_text(), why
+    ours = {"checkpoint.py", "loop.py", "workdir.py", "writer.py"}
     for log in logs:
         text = log.read_text()
         for noise in ("Traceback", "Exception ignored", "TensorStore", "Event loop is closed"):
             assert noise not in text, f"{log.name}: {noise} {why}"
+        # warnings and errors come from the trainer only (none from Orbax, asyncio, TFDS)
+        sources = {m.group(1) for m in re.finditer(r"^[WE]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", text, re.M)}
+        assert sources <= ours, f"{log.name}: {sources - ours} {why}"
     # eval mode on the finished run
     res = subprocess.run(_cmd(tiny_data_dir, chaos, mode="eval"), cwd=ROOT, env=env, timeout=300,
                          capture_output=True, text=True)

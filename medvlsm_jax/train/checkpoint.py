@@ -214,9 +214,10 @@ class Checkpoints:
         mngr = self._manager(kind)
         flat = to_savable(state)
         meta = {**meta, DIGEST_KEY: digest(flat)}
-        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta),
-                                                data=ocp.args.JsonSave(data)), force=True)
-        mngr.wait_until_finished()
+        with quiet():  # e.g. Orbax's warning about the temporary folder of a save cut by a kill
+            mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta),
+                                                    data=ocp.args.JsonSave(data)), force=True)
+            mngr.wait_until_finished()
         try:  # verify: read the state back from disk (to host memory) and compare digests
             self._read(kind, step, {k: np.empty(v.shape, v.dtype) for k, v in flat.items()})
         except Exception as err:  # noqa: BLE001
