@@ -20,7 +20,7 @@ from tests.train import faults
 from tests.train.conftest import SIZES, tiny_data_dir  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPOCHS = 4
+EPOCHS = 3
 STEPS_PER_EPOCH = SIZES["train"] // 2
 STEPS = EPOCHS * STEPS_PER_EPOCH
 CONFIG = "configs/clipseg.py:dataset=synthetic_polyp,prompt=p2,variant=tiny,image_size=32,loss=corrected"
@@ -82,7 +82,8 @@ def test_three_kills_and_damaged_checkpoints_resume_bit_for_bit(tiny_data_dir, t
     subprocess.run(_cmd(tiny_data_dir, full), check=True, cwd=ROOT, env=env, timeout=600, capture_output=True)
     # three random steps, one per stretch of the run; kill 2 is followed by damaging the newest
     # checkpoint, kill 3 (after epoch 2, so a best checkpoint exists) by deleting the latest folder
-    targets = [rng.randint(2, 5), rng.randint(6, 9), rng.randint(2 * STEPS_PER_EPOCH + 1, STEPS - 2)]
+    targets = [rng.randint(2, STEPS_PER_EPOCH), rng.randint(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH - 1),
+               rng.randint(2 * STEPS_PER_EPOCH + 1, STEPS - 2)]
     logs = [tmp_path / f"attempt{i}.log" for i in range(4)]
     damaged, stops = None, []
     for i, target in enumerate(targets):
