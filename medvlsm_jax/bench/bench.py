@@ -524,16 +524,26 @@ def worker_parser() -> argparse.ArgumentParser:
     return w
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``medvlsm-bench``; exit code 0, or 2 with one line for a user error (see
+    :mod:`medvlsm_jax.cli.common`)."""
+    from medvlsm_jax.cli.common import guard  # noqa: PLC0415
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "worker":
-        args = worker_parser().parse_args(argv[1:])
-        return args.func(args)
-    if argv and argv[0] in DELEGATED:
-        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
-    args = parser().parse_args(argv)
-    return args.func(args)
+
+    def run() -> int:
+        if argv and argv[0] == "worker":
+            args = worker_parser().parse_args(argv[1:])
+        elif argv and argv[0] in DELEGATED:
+            result = importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+            return result if isinstance(result, int) else 0
+        else:
+            args = parser().parse_args(argv)
+        args.func(args)
+        return 0
+
+    return guard("medvlsm-bench", run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
