@@ -118,9 +118,15 @@ def run() -> None:
 
     flags.mark_flags_as_required(["config", "workdir"])
 
+    def parse_flags(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as err:  # a bad or missing flag: one line, exit code 2 (absl: 1)
+            raise ValueError(f"{err}; see --helpshort") from err
+
     def main() -> None:
         check_config_args(sys.argv[1:])
-        app.run(_main, argv=sys.argv)
+        app.run(_main, argv=sys.argv, flags_parser=parse_flags)
 
     sys.exit(guard("medvlsm-train", main))
 

@@ -183,12 +183,13 @@ def _damaged_checkpoints(workdir):
         faults.zero_length(workdir / "checkpoints" / "latest" / str(step))
 
 
-@pytest.mark.parametrize("case", ["unknown_key", "workdir_is_a_file", "eval_without_checkpoint", "workdir_in_use",
+@pytest.mark.parametrize("case", ["unknown_key", "bad_flag", "workdir_is_a_file", "eval_without_checkpoint", "workdir_in_use",
                                   "config_drift", "no_restorable_checkpoint"])
 def test_user_errors_are_one_line_with_exit_code_2(tiny_data_dir, tmp_path, compile_cache, case):  # noqa: F811
     workdir, extra, mode, holder = tmp_path / "run", [], "train", None
     expected = {
         "unknown_key": "unknown config key 'train.lrr' (--config.train.lrr=0.1); the nearest valid key is 'train.lr'",
+        "bad_flag": "flag --mode=foo: value should be one of <train|eval|zeroshot>",
         "workdir_is_a_file": "is a file, not a folder",
         "eval_without_checkpoint": "no checkpoint in",
         "workdir_in_use": "is in use by process",
@@ -197,6 +198,8 @@ def test_user_errors_are_one_line_with_exit_code_2(tiny_data_dir, tmp_path, comp
     }[case]
     if case == "unknown_key":
         extra = ["--config.train.lrr=0.1"]
+    elif case == "bad_flag":
+        extra = ["--mode=foo"]
     elif case == "workdir_is_a_file":
         workdir.write_text("")
     elif case == "eval_without_checkpoint":

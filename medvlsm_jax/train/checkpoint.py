@@ -337,13 +337,17 @@ class Checkpoints:
     def _set_aside(self, kind: str, step: int) -> None:
         """Moves a damaged checkpoint to ``checkpoints/damaged/<kind>-<step>-<time>``."""
         src = self.path(kind, step)
-        if os.path.exists(src):
+        if jax.process_index() == 0 and os.path.exists(src):  # every process meets the same damage
             os.makedirs(self.damaged_dir, exist_ok=True)
             dst = os.path.join(self.damaged_dir, f"{kind}-{step}-{time.strftime('%Y%m%d-%H%M%S')}")
             while os.path.exists(dst):
                 dst += "x"
             shutil.move(src, dst)
             log.warning("moved the damaged checkpoint %s to %s", src, dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils  # noqa: PLC0415
+
+            multihost_utils.sync_global_devices(f"medvlsm_set_aside_{kind}_{step}")
         self.close()
         self._open()
 
