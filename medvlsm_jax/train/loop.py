@@ -204,14 +204,14 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
     state, meta = jax.tree.map(lambda x: x.copy(), run.init_state), _initial_meta()
     try:
         restored = resume(ckpts, state, run.replicated)
+        if restored is not None:
+            state, meta, data_state = restored
+            data_iter.set_state(data_state)
+        if before_training is not None:
+            before_training()
     except BaseException:
         ckpts.close()
         raise
-    if restored is not None:
-        state, meta, data_state = restored
-        data_iter.set_state(data_state)
-    if before_training is not None:
-        before_training()
     writer = MetricWriter(workdir, lead, resume_step=meta["step"])
 
     def save_latest():
