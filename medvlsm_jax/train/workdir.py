@@ -288,12 +288,13 @@ def check_config(workdir: str, config: Any, *, mode: str = "train", allow_change
     diff = config_diff(old, config_json(config))
     unsafe = _unsafe(diff, mode)
     if unsafe and has_checkpoints and not allow_change:
-        flag = "--allow_config_change" if mode == "train" else "the recorded values"
-        raise ConfigDriftError(
-            f"the config differs from the one recorded in {workdir} ({format_diff(unsafe)}); nothing was "
-            f"changed. Rerun with the recorded values, use a new --workdir, or pass {flag}"
-            + (" to continue this run with the new config (recorded in config_history.jsonl), or --fresh to "
-               "start over" if mode == "train" else ""))
+        head = f"the config differs from the one recorded in {workdir} ({format_diff(unsafe)}); nothing was changed."
+        if mode == "train":
+            raise ConfigDriftError(f"{head} Rerun with the recorded values, use a new --workdir, or pass "
+                                   "--allow_config_change to continue this run with the new config (recorded in "
+                                   "config_history.jsonl), or --fresh to start over")
+        raise ConfigDriftError(f"{head} The checkpoints hold that model: evaluate with the recorded values "
+                               f"({os.path.join(workdir, CONFIG_FILE)}, later changes in {HISTORY_FILE})")
     return diff
 
 

@@ -162,7 +162,7 @@ def test_eval_mode_checks_only_the_model(tmp_path):
     wd_lib.check_config(str(tmp_path), _config(lr=0.5, batch_size=2), mode="eval")
     other = _config()
     other.data.image_size = 64
-    with pytest.raises(wd_lib.ConfigDriftError, match=r"data.image_size: 32 -> 64"):
+    with pytest.raises(wd_lib.ConfigDriftError, match=r"data.image_size: 32 -> 64.*evaluate with the recorded"):
         wd_lib.check_config(str(tmp_path), other, mode="eval")
 
 
