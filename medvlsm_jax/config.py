@@ -74,6 +74,7 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "mixed_precision": False,
         "max_steps": 0,  # 0: no limit
         "checkpoint_every_steps": 0,  # 0: end of each epoch only
+        "keep_checkpoints": 2,  # latest checkpoints kept (>= 2, so a damaged one has a fallback) + the best
         "log_every_steps": 10,
         "progress": True,
         "cache": "auto",  # frozen-encoder feature cache: auto (on when frozen) | off | host | device

@@ -15,6 +15,8 @@ import argparse
 import importlib
 import sys
 
+from medvlsm_jax.cli.common import add_verbose, guard
+
 # family -> module of medvlsm_jax.conversion with convert(src, dst) -> ConversionReport
 CONVERTERS = {
     "clipseg": "medvlsm_jax.conversion.clipseg",
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                              "state dict with a fresh decoder (instead of SRC)")
     parser.add_argument("--seed", type=int, default=None,
                         help="initialisation of what the source does not cover (fresh decoders)")
+    add_verbose(parser)
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in FAMILY_OPTIONS if getattr(args, k) is not None}
     wrong = [k for k in options if args.family not in FAMILY_OPTIONS[k]]
@@ -70,17 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medvlsm-convert: {e}. Install the conversion extra: pip install 'medvlsm-jax[torch]'",
               file=sys.stderr)
         return 2
-    from medvlsm_jax.conversion.rules import ConversionError
 
-    try:
+    def run() -> int:
         report = module.convert(args.src, args.dst, **options)
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"medvlsm-convert: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.family}: {report.summary()} -> {args.dst}")
-    for key in report.kept_init:
-        print(f"  left at initialisation: {key}")
-    return 0
+        print(f"{args.family}: {report.summary()} -> {args.dst}")
+        for key in report.kept_init:
+            print(f"  left at initialisation: {key}")
+        return 0
+
+    return guard("medvlsm-convert", run, argv)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,9 @@ def validate_config(config: Any, *, training: bool = True) -> None:
     validate_prompt(config.data.prompt, config.data.prompt_override, names)
     if training:
         shd.check_batch_size(tcfg.batch_size, "train.batch_size")
+        if tcfg.keep_checkpoints < 2:
+            raise ValueError(f"train.keep_checkpoints={tcfg.keep_checkpoints}; keep at least 2 so that a damaged "
+                             "checkpoint has a fallback")
     shd.check_batch_size(config.eval.batch_size, "eval.batch_size")
     if config.model.init and not os.path.isdir(config.model.init):
         raise FileNotFoundError(f"model.init={config.model.init!r} is not a folder "

@@ -116,7 +116,7 @@ def test_converter_lists_every_mismatch(tmp_path, capsys):
     sd["decoder.extra_head.weight"] = torch.zeros(3)
     sd["decoder.reduces.0.weight"] = torch.zeros(16, 31)
     save_file(sd, tmp_path / "model.safetensors")
-    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "1 missing key(s)" in err and "decoder.film_mul.bias" in err
     assert "1 unexpected key(s)" in err and "decoder.extra_head.weight" in err
@@ -125,9 +125,9 @@ def test_converter_lists_every_mismatch(tmp_path, capsys):
 
 
 def test_converter_errors_on_missing_files(tmp_path, capsys):
-    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "config.json not found" in capsys.readouterr().err
     _save_hf(tiny_config(), tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "no weights found" in capsys.readouterr().err
