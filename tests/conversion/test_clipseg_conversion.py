@@ -16,6 +16,7 @@ pytestmark = pytest.mark.torch
 
 import medvlsm_jax  # noqa: E402
 from medvlsm_jax.cli import convert as convert_cli  # noqa: E402
+from tests.torch_init import randomise_norms_and_biases  # noqa: E402
 
 PROMPTS = ["a polyp", "one medium pink round polyp, located in the top left of the image"]
 
@@ -43,6 +44,7 @@ def tiny_config(**kw):
 def _save_hf(config, path, seed=0, safe=True):
     torch.manual_seed(seed)
     model = transformers.CLIPSegForImageSegmentation(config).eval()
+    randomise_norms_and_biases(model, seed)
     model.save_pretrained(path, safe_serialization=safe)
     return model
 

@@ -23,12 +23,33 @@ def test_soft_dice_is_monai_dice_loss_formula():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6)
 
 
-def test_single_channel_cross_entropy_of_dicece_is_zero():
+def test_paper_faithful_is_dicece_on_sigmoid_outputs_as_torch_computes_it():
+    """The original's loss, rebuilt in torch: MONAI DiceCE(lambda_dice=1, lambda_ce=0.2) on
+    sigmoid outputs = soft Dice + 0.2 * CrossEntropyLoss over one channel (which is 0)."""
     torch = pytest.importorskip("torch")
     logits, y = _batch(1)
     probs = torch.sigmoid(torch.from_numpy(logits))[:, None]
-    ce = torch.nn.CrossEntropyLoss()(probs, torch.from_numpy(y)[:, None])  # MONAI DiceCE's CE term
-    assert float(ce) == 0.0
+    target = torch.from_numpy(y)[:, None]
+    inter, denom = (probs * target).sum((1, 2, 3)), probs.sum((1, 2, 3)) + target.sum((1, 2, 3))
+    dice = (1 - (2 * inter + 1e-5) / (denom + 1e-5)).mean()
+    ref = dice + 0.2 * torch.nn.CrossEntropyLoss()(probs, target)
+    got = losses.batch_loss("paper_faithful", jnp.asarray(logits), jnp.asarray(y))
+    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_soft_dice_smoothing_on_empty_masks():
+    """MONAI's smooth_nr = smooth_dr = 1e-5: an empty target predicted empty costs 0 (not NaN
+    or 1), and on tiny masks the smoothing terms are visible."""
+    empty_logits, empty = np.full((1, 8, 6), -30.0, np.float32), np.zeros((1, 8, 6), np.float32)
+    got = float(losses.per_example_loss("paper_faithful", jnp.asarray(empty_logits), jnp.asarray(empty))[0])
+    assert got == pytest.approx(0.0, abs=1e-3)
+    logits, y = np.full((1, 8, 6), -30.0, np.float32), np.zeros((1, 8, 6), np.float32)
+    y[0, 0, 0] = 1.0e-5  # an empty prediction against a tiny soft target: 1 - 1e-5 / 2e-5
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    want = 1 - (2 * (p * y).sum() + 1e-5) / (p.sum() + y.sum() + 1e-5)
+    got = float(losses.per_example_loss("paper_faithful", jnp.asarray(logits), jnp.asarray(y))[0])
+    assert got == pytest.approx(want, rel=1e-4) and want == pytest.approx(0.5, rel=1e-4)
+    assert abs(want - (1 - 2 * (p * y).sum() / (p.sum() + y.sum()))) > 1e-3  # smoothing matters here
 
 
 def test_corrected_adds_bce_with_logits_like_torch():
