@@ -392,7 +392,7 @@ def test_converter_lists_every_mismatch(tiny_src, tmp_path, capsys):
     sd["text.proj.9.weight"] = torch.zeros(3)
     sd["visual.trunk.norm.bias"] = torch.zeros(5)
     torch.save(sd, bad / "open_clip_pytorch_model.bin")
-    assert convert_cli.main(["biomedclipseg", str(bad), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["biomedclipseg", str(bad), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "1 missing key(s)" in err and "biomedclip.visual.head.proj.weight" in err
     assert "1 unexpected key(s)" in err and "biomedclip.text.proj.9.weight" in err
@@ -404,19 +404,19 @@ def test_converter_errors(tiny_src, tmp_path, capsys):
     import shutil
 
     tmp, src = tiny_src
-    assert convert_cli.main(["biomedclipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["biomedclipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "open_clip_config.json not found" in capsys.readouterr().err
     bad = tmp_path / "src"
     shutil.copytree(src, bad)
     (bad / "vocab.txt").unlink()
-    assert convert_cli.main(["biomedclipseg", str(bad), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["biomedclipseg", str(bad), str(tmp_path / "out")]) == 2
     assert "no tokenizer.json or vocab.txt" in capsys.readouterr().err
     (bad / "open_clip_pytorch_model.bin").unlink()
-    assert convert_cli.main(["biomedclipseg", str(bad), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["biomedclipseg", str(bad), str(tmp_path / "out")]) == 2
     assert "no weights found" in capsys.readouterr().err
     # a decoder built for another width
     clipseg_folder(tmp_path / "cs", vision_hidden=64, projection_dim=48, seed=0, **DEC_TINY)
-    assert convert_cli.main(["biomedclipseg", str(src), str(tmp_path / "out"), "--decoder", str(tmp_path / "cs")]) == 1
+    assert convert_cli.main(["biomedclipseg", str(src), str(tmp_path / "out"), "--decoder", str(tmp_path / "cs")]) == 2
     assert "expects vision width 64, BiomedCLIP has 192" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         convert_cli.main(["clipseg", str(src), str(tmp_path / "out"), "--decoder", str(tmp / "clipseg")])

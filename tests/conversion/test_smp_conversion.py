@@ -328,15 +328,15 @@ def test_errors_list_every_mismatch(converted, tmp_path, capsys):
     sd["decoder.blocks.x_9_9.conv1.0.weight"] = np.zeros(3, np.float32)
     sd["segmentation_head.0.bias"] = np.zeros(2, np.float32)
     torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, tmp_path / "bad.pt")
-    assert convert_cli.main(["unetpp", str(tmp_path / "bad.pt"), str(tmp_path / "out"), "--variant", "tiny"]) == 1
+    assert convert_cli.main(["unetpp", str(tmp_path / "bad.pt"), str(tmp_path / "out"), "--variant", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "bad.pt" in err and "1 missing" in err and "decoder.blocks.x_1_2.conv1.0.weight" in err
     assert "1 unexpected" in err and "decoder.blocks.x_9_9.conv1.0.weight" in err
     assert "1 wrong shape" in err and "segmentation_head.0.bias: got (2,), expected (1,)" in err
     # a checkpoint of another family is a listing too
-    assert convert_cli.main(["unet", str(tmp_path / "bad.pt"), str(tmp_path / "out"), "--variant", "tiny"]) == 1
+    assert convert_cli.main(["unet", str(tmp_path / "bad.pt"), str(tmp_path / "out"), "--variant", "tiny"]) == 2
     torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "other.pt")
-    assert convert_cli.main(["unet", str(tmp_path / "other.pt"), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["unet", str(tmp_path / "other.pt"), str(tmp_path / "out")]) == 2
     assert "neither an SMP checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         convert_cli.main(["unet", str(tmp_path / "other.pt"), str(tmp_path / "out"), "--pad-id", "0"])
