@@ -28,6 +28,10 @@ def _reference(family: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         # BiomedCLIP's open_clip config uses too.
         assert tuple(open_clip_constants.OPENAI_DATASET_MEAN) == tuple(image_utils.OPENAI_CLIP_MEAN)
         return tuple(open_clip_constants.OPENAI_DATASET_MEAN), tuple(open_clip_constants.OPENAI_DATASET_STD)
+    if family in ("unet", "unetpp", "deeplabv3plus"):
+        # SMP's ResNet-50 'imagenet' preprocessing (medvlsm's CNN configs) is ImageNet's mean/std
+        # (SMP 0.6 reads it from a hub config; timm states the same constants offline).
+        return tuple(timm_data.IMAGENET_DEFAULT_MEAN), tuple(timm_data.IMAGENET_DEFAULT_STD)
     pytest.fail(f"no reference normalisation for family {family!r}: add it here")
 
 

@@ -116,7 +116,11 @@ def _torch_short_batch_loss(torch, kind, logits, target):
     inter, den = (p * y).sum((1, 2)), p.sum((1, 2)) + y.sum((1, 2))
     dice = (1 - (2 * inter + 1e-5) / (den + 1e-5)).mean()
     bce = torch.nn.functional.binary_cross_entropy(p, y)
-    loss = {"paper_faithful": dice, "corrected": dice + 0.2 * bce, "bce": bce}[kind]
+    # medvlsm's TunedDiceLoss: the soft Dice of the examples whose mask holds a 1, summed over
+    # the batch size (tests/train/medvlsm_tuned_dice.py has the verbatim original)
+    per = 1 - (2 * inter + 1e-5) / (den + 1e-5)
+    tuned = (per * (y == 1).flatten(1).any(1)).sum() / len(per)
+    loss = {"paper_faithful": dice, "corrected": dice + 0.2 * bce, "bce": bce, "tuned_dice": tuned}[kind]
     loss.backward()
     return loss.item(), x.grad.numpy()
 
@@ -129,6 +133,8 @@ def test_padded_batch_loss_is_torchs_loss_on_the_short_batch(kind):
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(4, 9, 7)).astype(np.float32) * 2
     target = np.where(rng.random((4, 9, 7)) > 0.6, rng.random((4, 9, 7)), 0).astype(np.float32)  # soft
+    if kind == "tuned_dice":  # its masks are binary: a plane counts when it holds a 1
+        target = (target > 0).astype(np.float32)
     logits[2:], target[2:] = 0, 0  # padding rows, as the pipeline writes them
     valid = np.array([True, True, False, False])
     want, want_grad = _torch_short_batch_loss(torch, kind, logits[:2].astype(np.float64), target[:2].astype(np.float64))
