@@ -7,6 +7,7 @@ Examples::
     medvlsm-data build kvasir_polyp --manual_dir ~/medvlsm --data_dir ~/medvlsm_data/tfds
     medvlsm-data build all --manual_dir ~/medvlsm   # the 11 paper datasets
     medvlsm-data synthetic --out ~/medvlsm_synth    # generate + build both synthetic sets
+    medvlsm-data mimic --pairs pairs.csv --out ~/medvlsm   # MIMIC-CXR lungs + reports (appendix F.2)
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def _cmd_synthetic(args: argparse.Namespace) -> None:
     _build(names, args.out, args.data_dir, args.overwrite)
 
 
+def _cmd_mimic(args: argparse.Namespace) -> None:
+    from medvlsm_jax.data.reports import write_mimic_annotations  # noqa: PLC0415
+
+    sizes = write_mimic_annotations(args.pairs, args.out, policy=args.policy, max_length=args.max_length,
+                                    seed=args.seed, copy=not args.symlink)
+    print(f"mimic_cxr_lung: {', '.join(f'{k}={v}' for k, v in sizes.items())} -> {args.out}/mimic_cxr_lung; "
+          f"now: medvlsm-data build mimic_cxr_lung --manual_dir {args.out}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvlsm-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", "--data-dir", **data_dir)
     p.add_argument("--overwrite", action="store_true", help="rebuild existing datasets")
     p.set_defaults(func=_cmd_synthetic)
+
+    p = sub.add_parser("mimic", help="MIMIC-CXR lungs + reports (appendix F.2) into the medvlsm layout")
+    p.add_argument("--pairs", required=True, help="CSV with columns image, mask, report[, subject]")
+    p.add_argument("--out", required=True, help="manual dir to write <out>/mimic_cxr_lung into")
+    p.add_argument("--policy", choices=["impression_first", "truncate"], default="impression_first",
+                   help="long-report policy (medvlsm_jax.data.reports)")
+    p.add_argument("--max-length", type=int, default=77, help="text context in tokens (CLIP: 77)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    p.add_argument("--symlink", action="store_true", help="link images and masks instead of copying")
+    p.set_defaults(func=_cmd_mimic)
     return parser
 
 

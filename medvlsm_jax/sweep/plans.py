@@ -106,7 +106,8 @@ CNNS = ("unet", "unetpp", "deeplabv3plus")
 
 #: The smoke plan's tiny models (same families, tiny variants, small inputs, two epochs).
 _SMOKE_TRAIN = (("train.batch_size", 4), ("train.num_epochs", 2), ("train.min_epochs", 1),
-                ("train.early_stopping_patience", 1), ("eval.batch_size", 4), ("eval.hd95", False))
+                ("train.early_stopping_patience", 1), ("eval.batch_size", 4), ("eval.hd95", False),
+                ("train.progress", False))
 SMOKE_MODELS: dict[str, ModelEntry] = {
     "clipseg": ModelEntry("clipseg", "clipseg", "variant=tiny,image_size=32,loss=corrected", _SMOKE_TRAIN,
                           zeroshot=True),

@@ -259,6 +259,7 @@ def run_units(expansion: Expansion, units: list[Unit], store: Store, *,
         kind = unit.kind if (unit.kind != "pack" or len(ids) > 1) else "train"
         echo(f"[{n}/{len(units)}] {kind} x{len(ids)}: {', '.join(ids)}")
         store.update_index({r: {"status": "running"} for r in ids})
+        unit_start = time.time()
         try:
             try:
                 if kind == "pack":
@@ -285,4 +286,5 @@ def run_units(expansion: Expansion, units: list[Unit], store: Store, *,
         finally:
             for lock in locks:
                 lock.release()
+        echo(f"[{n}/{len(units)}] {time.time() - unit_start:.1f} s")
     return report
