@@ -377,10 +377,11 @@ class Pack:
             self.cache = PackCache(groups, int(c.cache_max_gb * 2**30), on_device=c.cache == "device")
         log.info("pack of %d: feature leaves %s", len(self.runs), groups)
 
-    def features(self, split: str, batches: list[dict[str, np.ndarray]], params0: Any, rest0: Any
+    def features(self, split: str, batches: list[dict[str, np.ndarray]], states: Any, k: int
                  ) -> tuple[bool, list[Any], list[Any]]:
         """(shared_images, shared leaves, member leaves) of the members' batches, from the cache
-        or one packed encoder call."""
+        or one packed encoder call (with member ``k``'s state: the encoder reads only the frozen
+        parameters, so any member's does)."""
         self._prepare(batches[0])
         steps = self.steps
         rows = [(b["dataset_id"].tolist(), b["index"].tolist()) for b in batches]
@@ -417,7 +418,8 @@ class Pack:
         else:
             pixels = jax.device_put(np.stack([b["pixel_values"] for b in batches]), steps.member_batch)
         text = {k: jax.device_put(np.stack([b[k] for b in batches]), steps.member_batch) for k in text_keys}
-        leaves = steps.encode(shared_images)(params0, self.frozen, rest0, pixels, text)
+        leaves = steps.encode(shared_images)(_tree_index(states.params, k), self.frozen,
+                                              _tree_index(states.rest, k), pixels, text)
         shared = [x for x, g in zip(leaves, steps.groups) if shared_images and g == IMAGE]
         member = [x for x, g in zip(leaves, steps.groups) if not (shared_images and g == IMAGE)]
         if self.cache is not None:
@@ -520,8 +522,7 @@ class Pack:
             first = active.index(True)
             batches = [next(m.data_iter) if active[k] else None for k, m in enumerate(members)]
             batches = [b if b is not None else batches[first] for b in batches]
-            shared_images, shared, member = self.features("train", batches, _tree_index(states.params, first),
-                                                          _tree_index(states.rest, first))
+            shared_images, shared, member = self.features("train", batches, states, first)
             masks = jax.device_put(np.stack([b["mask"] for b in batches]), self.steps.member_batch)
             states, out = self.steps.train(shared_images)(states, self.frozen, masks, shared, member,
                                                           jnp.asarray(active))
@@ -563,8 +564,7 @@ class Pack:
             if any(b is None for b in got.values()):
                 break
             batches = [got.get(k, got[which[0]]) for k in range(K)]
-            shared_images, shared, member = self.features("val", batches, _tree_index(states.params, which[0]),
-                                                          _tree_index(states.rest, which[0]))
+            shared_images, shared, member = self.features("val", batches, states, which[0])
             masks = jax.device_put(np.stack([b["mask"] for b in batches]), self.steps.member_batch)
             out = self.steps.eval(shared_images)(states.params, self.frozen, states.rest, masks, shared, member)
             out = {key: np.asarray(v, np.float64) for key, v in out.items()}
