@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from medvlsm_jax.report.tables import POOLED, _best_by_val, _order_datasets, _order_models, model_name  # noqa: E402
+from medvlsm_jax.report.tables import (IMAGE_ONLY, POOLED, _best_by_val, _order_datasets,  # noqa: E402
+                                       _order_models, model_name)
 
 
 def _prompt_index(p: str) -> int:
@@ -33,7 +34,8 @@ def fig2(results: list[dict[str, Any]], path: str) -> str | None:
     """Dice by prompt per model and dataset; ``None`` when no run has a prompt key."""
     series: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
     for r in results:
-        if r["kind"] not in ("train", "zeroshot") or not r["prompt"].startswith("p") or r["dataset"] in POOLED:
+        if (r["kind"] not in ("train", "zeroshot") or not r["prompt"].startswith("p") or r["dataset"] in POOLED
+                or r["model"] in IMAGE_ONLY):
             continue
         dice = r["results"].get(r["dataset"], {}).get("dice")
         if dice is None:

@@ -37,6 +37,7 @@ MODEL_ORDER = ("clipseg", "biomedclipseg", "biomedclipseg_d", "cris", "unet", "u
 MODEL_NAMES = {"clipseg": "CLIPSeg", "biomedclipseg": "BiomedCLIPSeg", "biomedclipseg_d": "BiomedCLIPSeg-D",
                "cris": "CRIS", "unet": "UNet", "unetpp": "UNet++", "deeplabv3plus": "DeepLabv3+"}
 TRAIN_SETTINGS = {"finetune", "cnn", "ood", "smoke", "reports"}
+IMAGE_ONLY = ("unet", "unetpp", "deeplabv3plus")
 
 
 @dataclasses.dataclass
@@ -153,7 +154,7 @@ def _cell(result: dict[str, Any], dataset: str) -> Cell | None:
     m = result["results"].get(dataset, {}).get("dice")
     if m is None:
         return None
-    prompt = result["prompt"] if result["model"] not in ("unet", "unetpp", "deeplabv3plus") else ""
+    prompt = result["prompt"] if result["model"] not in IMAGE_ONLY else ""
     return Cell(m["mean"], m["std"] if m["std"] == m["std"] else 0.0, m["n"], result["id"], prompt)
 
 

@@ -229,10 +229,18 @@ def run_units(expansion: Expansion, units: list[Unit], store: Store, *,
     """Executes ``units`` (see the module doc); returns what happened to every run."""
     report = SweepReport()
     configs = expansion.configs
-    store.update_index({rid: {"kind": s.kind, "model": s.model, "dataset": configs[rid].data.dataset,
-                              "prompt": configs[rid].data.prompt, "settings": list(s.settings),
-                              "status": "done" if store.is_done(rid) else "pending"}
-                        for u in units for s, rid in zip(u.runs, u.ids)})
+    known = store.index().get("runs", {})
+    entries = {}
+    for u in units:
+        for s, rid in zip(u.runs, u.ids):
+            entry = {"kind": s.kind, "model": s.model, "dataset": configs[rid].data.dataset,
+                     "prompt": configs[rid].data.prompt, "settings": list(s.settings)}
+            if store.is_done(rid):
+                entry["status"] = "done"
+            elif rid not in known:  # another host's "running" / "failed" stays as it is
+                entry["status"] = "pending"
+            entries[rid] = entry
+    store.update_index(entries)
     for n, unit in enumerate(units, 1):
         todo: list[tuple[RunSpec, str]] = []
         locks = []

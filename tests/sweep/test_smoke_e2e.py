@@ -4,7 +4,6 @@ result was lost finishes from its checkpoints without training again."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
