@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--emit", choices=("slurm", "parallel"), help="write a SLURM array script or a parallel line")
     out.add_argument("--gpus", type=int, default=1, help="--emit parallel: processes, one GPU each")
     out.add_argument("--launcher", default="medvlsm-sweep", help="how listed commands start the sweep")
+    p.add_argument("--compile-cache", default=None,
+                   help="JAX persistent compilation cache (default <workdir>/.jax-cache; 'off' to disable): "
+                        "runs of one model share their compiled steps across processes and sweeps")
     p.add_argument("--quiet", action="store_true", help="less logging")
     return p
 
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     from medvlsm_jax.sweep.store import Store  # noqa: PLC0415
 
     opts = options(args)
+    if args.compile_cache != "off" and not (args.list or args.emit):
+        import jax  # noqa: PLC0415
+
+        jax.config.update("jax_compilation_cache_dir",
+                          args.compile_cache or os.path.join(os.path.abspath(args.workdir), ".jax-cache"))
     expansion = plans.expand(args.plan, opts)
     for note in expansion.notes:
         print(f"note: {note}")
