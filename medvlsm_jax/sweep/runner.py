@@ -143,6 +143,22 @@ def _latest_step(run_dir: str) -> int:
 # --------------------------------------------------------------------------- executing units
 
 
+def missing_data(config: Any) -> str:
+    """Why ``config``'s datasets cannot be read (not built in its data dir), or ``""``. Synthetic
+    sets are built on first use and never missing."""
+    from medvlsm_jax.data import registry, sources  # noqa: PLC0415
+    from medvlsm_jax.train.run import eval_datasets  # noqa: PLC0415
+
+    data_dir = config.data.data_dir or None
+    names = {m for n in [config.data.dataset, *eval_datasets(config)] for m in registry.members(n)}
+    absent = sorted(n for n in names if not registry.get_spec(n).synthetic and not sources.is_built(n, data_dir))
+    if not absent:
+        return ""
+    where = sources.resolve_data_dir(data_dir)
+    return (f"dataset(s) {', '.join(absent)} not built in {where}: medvlsm-data build {' '.join(absent)} "
+            f"--manual_dir <root> --data_dir {where} (or pass --data-dir)")
+
+
 def _run_train(store: Store, spec: RunSpec, rid: str, config: Any) -> dict[str, Any]:
     from medvlsm_jax.train import loop  # noqa: PLC0415
 
@@ -252,6 +268,13 @@ def run_units(expansion: Expansion, units: list[Unit], store: Store, *,
             if spec.kind == "swap" and not store.is_done(spec.depends):
                 report.waiting.append(rid)
                 echo(f"[{n}/{len(units)}] {rid}: waiting for train run {spec.depends}")
+                continue
+            absent = missing_data(configs[rid])
+            if absent:
+                report.failed[rid] = absent
+                store.write_error(rid, absent)
+                store.update_index({rid: {"status": "failed"}})
+                echo(f"[{n}/{len(units)}] {rid}: {absent}")
                 continue
             lock = store.lock(rid)
             if not lock.acquire():

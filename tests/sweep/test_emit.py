@@ -125,3 +125,12 @@ def test_only_with_an_unknown_id_fails(tmp_path, capsys):
 def test_slurm_script_refuses_an_empty_plan(n):
     with pytest.raises(ValueError, match="nothing to emit"):
         emit.slurm_script("x", "c", n, "s", "l")
+
+
+def test_a_run_whose_data_is_not_built_fails_at_once_with_the_build_command(tmp_path, capsys):
+    rc = cli.main(["zeroshot", "--workdir", str(tmp_path), "--data-dir", str(tmp_path / "tfds"), "--models",
+                   "clipseg", "--datasets", "busi", "--prompts", "p1", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "not built" in out and "medvlsm-data build busi" in out
+    (rid,) = Store(str(tmp_path)).index()["runs"]
+    assert "medvlsm-data build busi" in json.loads((tmp_path / "runs" / rid / "error.json").read_text())["error"]
