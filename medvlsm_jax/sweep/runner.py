@@ -43,13 +43,6 @@ class Unit:
     runs: list[RunSpec]
     ids: list[str]
 
-    def describe(self, configs: dict[str, Any]) -> str:
-        c = configs[self.ids[0]]
-        prompts = sorted({configs[i].data.prompt for i in self.ids})
-        head = f"{self.kind} x{len(self.ids)}" if len(self.ids) > 1 else self.kind
-        kinds = sorted({r.kind for r in self.runs})
-        return f"{head} [{'/'.join(kinds)}] {self.runs[0].model} {c.data.dataset} {','.join(prompts)}"
-
 
 def _flat_config(config: Any) -> dict[str, Any]:
     from medvlsm_jax.sweep.plans import _flatten  # noqa: PLC0415
