@@ -65,6 +65,16 @@ class Segmenter:
         self._state = state
         self._forward = _forward
 
+    @property
+    def takes_text(self) -> bool:
+        """False for image-only models (the CNN baselines): no tokenizer, no prompts."""
+        return self.preprocessing.text is not None
+
+    @property
+    def takes_text(self) -> bool:
+        """Whether the model is conditioned on a prompt (its contract has a text spec)."""
+        return self.contract.text is not None
+
     def tokenize(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         return self.tokenizer(list(prompts))
 
@@ -72,7 +82,9 @@ class Segmenter:
         """(B, H, W) float32 logits for normalised NHWC ``pixel_values`` (and token ids for
         text models; image-only models take none)."""
         inputs = {"pixel_values": jnp.asarray(pixel_values, jnp.float32)}
-        if self.contract.text is not None:
+        if not self.takes_text and (input_ids is not None or attention_mask is not None):
+            raise ValueError(f"{self.family} is an image-only model: it takes no input_ids/attention_mask")
+        if self.takes_text:
             if input_ids is None:
                 raise ValueError(f"{self.family} is a text-conditioned model: pass input_ids")
             inputs["input_ids"] = jnp.asarray(input_ids, jnp.int32)
@@ -94,7 +106,9 @@ class Segmenter:
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         pixels, sizes = self.preprocess(images)
-        if self.contract.text is None:
+        if not self.takes_text:
+            if prompts is not None:
+                raise ValueError(f"{self.family} is an image-only model: it takes no prompts")
             probs = jax.nn.sigmoid(self.logits(pixels))
         else:
             if prompts is None:
@@ -112,6 +126,19 @@ class Segmenter:
         return masks[0] if single else masks
 
 
+def _materialise_rngs(model: nnx.Module) -> None:
+    """``eval_shape`` leaves the RNG streams of dropout layers abstract; inference never draws from
+    them, but jit needs arrays."""
+    def concrete(x):
+        if not isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
+        return jnp.zeros(x.shape, x.dtype)
+
+    nnx.update(model, jax.tree.map(concrete, nnx.state(model, nnx.RngState)))
+
+
 def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     """Loads a converted or trained model folder (see :mod:`medvlsm_jax.weights`)."""
     checkpoint_dir = os.fspath(checkpoint_dir)
@@ -121,6 +148,7 @@ def load(checkpoint_dir: str | os.PathLike) -> Segmenter:
     config = registry.config_from_dict(family, meta["config"])
     model = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     weights.restore_params(checkpoint_dir, model)
+    _materialise_rngs(model)
     model.eval()
     tok_dir = os.path.join(checkpoint_dir, weights.TOKENIZER_DIR)
     vocab = tok_dir if os.path.isdir(tok_dir) else None

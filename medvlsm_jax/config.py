@@ -20,14 +20,16 @@ from ml_collections import config_dict
 ARG_KEYS = ("dataset", "prompt", "recipe", "variant", "loss", "image_size")
 
 
-def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
-    """``'dataset=kvasir_polyp,prompt=p3'`` -> dict over :data:`ARG_KEYS` with ``defaults``."""
+def parse_arg(arg: str | None, defaults: dict[str, str], extra_keys: tuple[str, ...] = ()) -> dict[str, str]:
+    """``'dataset=kvasir_polyp,prompt=p3'`` -> dict over :data:`ARG_KEYS` (+ a config file's
+    ``extra_keys``) with ``defaults``."""
     out = dict(defaults)
+    keys = ARG_KEYS + tuple(extra_keys)
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or key not in ARG_KEYS:
-            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(ARG_KEYS)}")
+        if not sep or key not in keys:
+            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(keys)}")
         out[key] = value.strip()
     return out
 
@@ -48,6 +50,7 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "prompt_override": config_dict.placeholder(str),
         "data_dir": "",
         "image_size": int(args.get("image_size") or 0),  # 0: the model's default resolution
+        "mask_target": "soft",  # soft: the original's ToTensor mask values | binary: > 127.5 (builds < 2.0.0)
         "worker_count": 0,
     })
     c.train = ml_collections.ConfigDict({
@@ -71,6 +74,7 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "mixed_precision": False,
         "max_steps": 0,  # 0: no limit
         "checkpoint_every_steps": 0,  # 0: end of each epoch only
+        "keep_checkpoints": 2,  # latest checkpoints kept (>= 2, so a damaged one has a fallback) + the best
         "log_every_steps": 10,
         "progress": True,
         "cache": "auto",  # frozen-encoder feature cache: auto (on when frozen) | off | host | device
@@ -80,6 +84,7 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "batch_size": 16,
         "threshold": -1.0,  # < 0: the family's default (CLIPSeg 0.5, CRIS 0.35)
         "resize": "nearest_mask",
+        "gt_threshold": 0,  # ground truth = OpenCV grayscale > this (0: the original's; 127: builds < 2.0.0)
         "datasets": "",  # comma-separated test sets ("" = data.dataset)
         "write_masks": True,
         "hd95": True,

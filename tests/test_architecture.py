@@ -35,6 +35,7 @@ LAYERS = {
 }
 TORCH_USERS = {"conversion", "bench"}
 CONVERSION_USERS = {"conversion", "bench", "cli"}
+NOT_PACKAGES = {"configs", "benchmarks", "weight_conversion"}  # only medvlsm_jax is installed
 
 
 def _component(path: pathlib.Path) -> str:
@@ -86,6 +87,8 @@ def _violations(path: pathlib.Path, src: str, package: str) -> list[str]:
             wrong.append(f"line {line}: torch imported outside conversion/bench")
         if target == "conversion" and src not in CONVERSION_USERS:
             wrong.append(f"line {line}: {module} imported by {src}")
+        if module.split(".")[0] in NOT_PACKAGES:
+            wrong.append(f"line {line}: {module} is a folder of the repository, not an installed package")
     return wrong
 
 
@@ -99,15 +102,18 @@ def test_imports_flow_one_way(path):
 def test_the_checker_sees_wrong_way_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from medvlsm_jax.train import loop\nfrom ..evaluation import metrics\nimport torch\n"
-                     "from medvlsm_jax import api\nfrom medvlsm_jax.conversion import rules\n")
+                     "from medvlsm_jax import api\nfrom medvlsm_jax.conversion import rules\n"
+                     "from weight_conversion.rules import ConversionError\n")
     wrong = _violations(probe, "models", "medvlsm_jax.models")
     assert wrong == ["line 1: models (layer 1) imports medvlsm_jax.train (layer 4)",
                      "line 2: models (layer 1) imports medvlsm_jax.evaluation (layer 3)",
                      "line 3: torch imported outside conversion/bench",
                      "line 4: models (layer 1) imports medvlsm_jax.api (layer 5)",
                      "line 5: models (layer 1) imports medvlsm_jax.conversion (layer 6)",
-                     "line 5: medvlsm_jax.conversion imported by models"]
-    assert _violations(probe, "bench", "medvlsm_jax.bench") == []
+                     "line 5: medvlsm_jax.conversion imported by models",
+                     "line 6: weight_conversion.rules is a folder of the repository, not an installed package"]
+    assert _violations(probe, "bench", "medvlsm_jax.bench") == [
+        "line 6: weight_conversion.rules is a folder of the repository, not an installed package"]
 
 
 def test_the_document_states_the_same_layers():

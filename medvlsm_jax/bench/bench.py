@@ -510,23 +510,40 @@ def parser() -> argparse.ArgumentParser:
     outputs(e)
     e.set_defaults(func=cmd_epoch)
 
-    w = sub.add_parser("worker", help=argparse.SUPPRESS)
-    w.add_argument("spec")
-    w.add_argument("rows_out")
-    w.set_defaults(func=cmd_worker)
-
     for name, module in DELEGATED.items():  # listed for --help; main() hands them their arguments
         sub.add_parser(name, help=f"options: python -m {module} --help", add_help=False)
     return p
 
 
-def main(argv: list[str] | None = None) -> Any:
+def worker_parser() -> argparse.ArgumentParser:
+    """The internal ``worker`` command (run_on_devices' child), kept out of ``--help``."""
+    w = argparse.ArgumentParser(prog="medvlsm-bench worker")
+    w.add_argument("spec")
+    w.add_argument("rows_out")
+    w.set_defaults(func=cmd_worker)
+    return w
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``medvlsm-bench``; exit code 0, or 2 with one line for a user error (see
+    :mod:`medvlsm_jax.cli.common`)."""
+    from medvlsm_jax.cli.common import guard  # noqa: PLC0415
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in DELEGATED:
-        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
-    args = parser().parse_args(argv)
-    return args.func(args)
+
+    def run() -> int:
+        if argv and argv[0] == "worker":
+            args = worker_parser().parse_args(argv[1:])
+        elif argv and argv[0] in DELEGATED:
+            result = importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+            return result if isinstance(result, int) else 0
+        else:
+            args = parser().parse_args(argv)
+        args.func(args)
+        return 0
+
+    return guard("medvlsm-bench", run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,15 +8,23 @@ Examples::
     medvlsm-data build all --manual_dir ~/medvlsm   # the 11 paper datasets
     medvlsm-data synthetic --out ~/medvlsm_synth    # generate + build both synthetic sets
     medvlsm-data mimic --pairs pairs.csv --out ~/medvlsm   # MIMIC-CXR lungs + reports (appendix F.2)
+
+Builds are atomic (a failed build, e.g. ``--overwrite`` with a broken source, leaves the
+existing build as it was) and report every problem of a source at once. Errors are one line
+with exit code 2 (``--verbose`` or ``MEDVLSM_VERBOSE=1`` for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import pathlib
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
+from medvlsm_jax.cli.common import add_verbose, guard
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.data.registry import DATASETS, PAPER_DATASETS, POOLED, SPECS, members
 
@@ -71,7 +79,32 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 def _cmd_synthetic(args: argparse.Namespace) -> None:
     names = ["synthetic_polyp", "synthetic_us"] if args.name == "all" else [args.name]
-    _build(names, args.out, args.data_dir, args.overwrite)
+    out = pathlib.Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder for the generated images")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise DataError(f"--out {out} is not empty; give an empty or new folder, pass --overwrite to "
+                        f"regenerate {' and '.join(names)} there, or build what it holds with: "
+                        f"medvlsm-data build {' '.join(names)} --manual_dir {out}")
+    if not args.overwrite:
+        _build(names, out, args.data_dir, False)
+        return
+    # --overwrite: regenerate each set; its previous files are restored if the build fails
+    for name in names:
+        old = out / name
+        aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-previous-", dir=out)) if old.exists() else None
+        if aside is not None:
+            old.rename(aside / name)
+        try:
+            _build([name], out, args.data_dir, True)
+        except BaseException:
+            if aside is not None:
+                shutil.rmtree(old, ignore_errors=True)
+                (aside / name).rename(old)
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
 
 
 def _cmd_mimic(args: argparse.Namespace) -> None:
@@ -86,6 +119,7 @@ def _cmd_mimic(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvlsm-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     data_dir = dict(default=None, help="TFDS data dir (default $MEDVLSM_DATA_DIR or "
                                        "~/medvlsm_data/tfds)")
@@ -104,14 +138,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="medvlsm root holding <dataset>/{images,masks,anns} "
                         "(default <data_dir>/downloads/manual)")
     p.add_argument("--data_dir", "--data-dir", **data_dir)
-    p.add_argument("--overwrite", action="store_true", help="rebuild existing datasets")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild existing datasets (the old build stays until the new one succeeds)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("synthetic", help="generate and build the synthetic datasets")
     p.add_argument("--out", required=True, help="folder for the generated medvlsm layout")
     p.add_argument("--name", choices=["all", "synthetic_polyp", "synthetic_us"], default="all")
     p.add_argument("--data_dir", "--data-dir", **data_dir)
-    p.add_argument("--overwrite", action="store_true", help="rebuild existing datasets")
+    p.add_argument("--overwrite", "--force", action="store_true",
+                   help="regenerate into a non-empty --out and rebuild existing datasets")
     p.set_defaults(func=_cmd_synthetic)
 
     p = sub.add_parser("mimic", help="MIMIC-CXR lungs + reports (appendix F.2) into the medvlsm layout")
@@ -130,12 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medvlsm-data`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    try:
-        args.func(args)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return guard("medvlsm-data", lambda: args.func(args), argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import argparse
 import pathlib
 import sys
 
-from medvlsm_jax.promptgen import (DATASETS, PromptGenError, attribute_distribution,
+from medvlsm_jax.cli.common import add_verbose, guard
+from medvlsm_jax.promptgen import (DATASETS, attribute_distribution,
                                    generate_annotations, get_dataset, load_annotations,
                                    round_trip)
 
@@ -39,17 +40,21 @@ def _generate(argv: list[str]) -> int:
                        help='JSON {"train": [image names], ...} or a folder of annotation files')
     group.add_argument("--seed", type=int, default=0, help="seed of the default split")
     p.add_argument("--allow-empty", action="store_true",
-                   help="write the paper's 'no <class>' prompts for masks without foreground")
+                   help="write the paper's 'no <class>' prompts for masks without foreground "
+                        "(always on for the synthetic sets, whose images may show no lesion)")
+    add_verbose(p)
     args = p.parse_args(argv)
+    allow_empty = args.allow_empty or get_dataset(args.dataset).entry.synthetic
     splits = generate_annotations(args.dataset, args.images, args.masks, args.out,
                                   metadata=args.metadata, split=args.split_file, seed=args.seed,
-                                  allow_empty=args.allow_empty)
+                                  allow_empty=allow_empty)
     print(", ".join(f"{s}: {len(r)}" for s, r in splits.items()), f"records -> {args.out}")
     return 0
 
 
 def _stats(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="medvlsm-prompts stats")
+    add_verbose(p)
     p.add_argument("dataset", choices=sorted(DATASETS))
     p.add_argument("--anns", type=pathlib.Path, required=True)
     p.add_argument("--compare", type=pathlib.Path, help="second annotation folder")
@@ -82,6 +87,7 @@ def format_distributions(columns: list[tuple[str, dict]]) -> str:
 
 def _check(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="medvlsm-prompts check")
+    add_verbose(p)
     p.add_argument("dataset", choices=sorted(DATASETS))
     p.add_argument("--anns", type=pathlib.Path, required=True)
     p.add_argument("--show", type=int, default=5, help="mismatches to print")
@@ -98,11 +104,7 @@ def _check(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = {"stats": _stats, "check": _check}.get(argv[0] if argv else "", _generate)
-    try:
-        return command(argv[1:] if command is not _generate else argv)
-    except PromptGenError as e:
-        print(f"medvlsm-prompts: error: {e}", file=sys.stderr)
-        return 2
+    return guard("medvlsm-prompts", lambda: command(argv[1:] if command is not _generate else argv), argv)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,9 @@ Public API (imported lazily, so ``medvlsm_jax.data.tokenizers`` stays light)::
 
     make_loader(dataset, split, contract, prompt, batch_size, *, seed=42, ...) -> Loader
     build_dataset(name, *, manual_dir=None, data_dir=None, overwrite=False) -> builder
-    original_mask(dataset, split, index, data_dir=None) -> uint8 (H, W)
-<<<<<<< HEAD
-    DATASETS, PAPER_DATASETS, POOLED, SPECS, make_tokenizer, DataError, ...
-=======
+    original_mask(dataset, split, index, data_dir=None, threshold=0) -> bool (H, W)
     CATALOGUE (every dataset, described once), DATASETS, PAPER_DATASETS, POOLED, SPECS,
-    PREPROCESSING, DataError, ...
->>>>>>> wip/cat
+    make_tokenizer, DataError, ...
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ Rules (each enforced with a :class:`DataError` naming the file):
   alpha channel, grayscale and palette images are replicated to three channels. 16-bit
   grayscale images (PIL modes ``I;16*`` / ``I``) are scaled to 8 bits (``round(v / 257)``)
   instead of being clipped at 255 as ``convert("RGB")`` would do.
-* Masks become boolean. The first channel is used for RGB(A)/LA masks (the original takes
-  ``ToTensor(mask)[:1]``), palette masks are converted to luminance. Values are scaled to
-  [0, 1] by the range of their dtype (``/255`` for 8-bit as ``ToTensor`` does, ``/65535`` for
-  16-bit) and binarised at ``> 0.5``; masks whose maximum is 1 are 0/1 masks and binarise at
-  ``> 0``. This handles 0/255 PNGs, 0/1 PNGs and JPEG-compressed masks (whose ringing stays far
-  from 127.5). An all-zero mask (e.g. BUSI normal cases) is valid.
+* Masks are stored losslessly as the file's own bytes (:func:`mask_bytes`): the original
+  decodes them differently for training and for scoring, and :mod:`medvlsm_jax.data.masks`
+  derives both (the soft or binary training target, the OpenCV-grayscale ground truth) from
+  those bytes. An all-zero mask (e.g. BUSI normal cases) is valid. :func:`read_mask` is the
+  binary rule of builds before 2.0.0 (first channel, palette by luminance, ``/255`` or
+  ``/65535`` then ``> 0.5``; 0/1 masks at ``> 0``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pathlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medvlsm_jax.data import masks
 from medvlsm_jax.data.errors import DataError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -67,25 +68,34 @@ def image_bytes(path: str | pathlib.Path) -> tuple[bytes, tuple[int, int]]:
 
 
 def binarize_mask(img: Image.Image, where: str = "mask") -> np.ndarray:
-    """Boolean (H, W) mask from a PIL mask image (rules in the module docstring)."""
-    if img.mode == "P":
-        img = img.convert("L")
-    if img.mode == "F":
-        raise DataError(f"{where}: floating-point masks (mode F) are not supported")
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if arr.dtype == bool:
-        return arr.copy()
-    full_scale = 65535.0 if img.mode in _SIXTEEN_BIT_MODES else 255.0
-    if arr.size and arr.max() <= 1:
-        return arr > 0
-    return arr.astype(np.float64) / full_scale > 0.5
+    """Boolean (H, W) mask from a PIL mask image (the pre-2.0.0 rule, module docstring)."""
+    return masks.binarize(img, where)
 
 
 def read_mask(path: str | pathlib.Path) -> np.ndarray:
-    """Boolean (H, W) mask read from a file."""
+    """Boolean (H, W) mask read from a file (the pre-2.0.0 rule)."""
     return binarize_mask(open_image(path), where=str(path))
+
+
+def mask_bytes(path: str | pathlib.Path) -> tuple[bytes, tuple[int, int]]:
+    """Lossless mask bytes for a record and the mask's (height, width).
+
+    JPEG and PNG files are stored as they are (the original decodes the files themselves, and a
+    PNG's gamma chunks change OpenCV's grayscale); other formats are re-encoded as PNG in their
+    own PIL mode (CMYK as RGB). Both decodings of :mod:`medvlsm_jax.data.masks` are checked here.
+    """
+    img = open_image(path)
+    where = str(path)
+    masks.first_band(img, where)  # unsupported modes fail at build time, naming the file
+    if img.format in _PASSTHROUGH_FORMATS:
+        data = pathlib.Path(path).read_bytes()
+    else:
+        try:
+            data = encode_png(img.convert("RGB") if img.mode == "CMYK" else img)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{where}: cannot store a mask of mode {img.mode}: {err}") from err
+    masks.opencv_gray(data, where)
+    return data, (img.height, img.width)
 
 
 def encode_png(img: Image.Image | np.ndarray) -> bytes:
@@ -102,9 +112,3 @@ def decode_image(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return to_rgb8(img)
-
-
-def decode_mask(data: bytes) -> np.ndarray:
-    """uint8 (H, W) mask in {0, 1} from stored PNG bytes."""
-    arr = np.asarray(Image.open(io.BytesIO(data)))
-    return arr[..., 0] if arr.ndim == 3 else arr

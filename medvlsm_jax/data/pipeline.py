@@ -3,15 +3,20 @@
 Order of operations (all deterministic given ``seed``)::
 
     (dataset_id, record index) for each member  -> concatenate (pooled sets)
-    -> shard [shard_index::shard_count] -> shuffle (train) -> pad (eval)
+    -> shard [shard_index::shard_count] -> shuffle (train) -> pad to full batches
     -> repeat(num_epochs) -> read + prompt choice + preprocess (random_map)
     -> batch -> tokenize -> IterDataset (-> worker processes)
 
 Pooled sets concatenate their members and shuffle the union, as the original's
 ``ConcatDataset`` + shuffling ``DataLoader`` do; each example keeps its ``dataset_id``. Shuffling
-and prompt draws are re-seeded per epoch. Evaluation (``drop_remainder=False``) never drops: each
-shard is padded to the same number of full batches and padding examples have ``valid=False``,
-``index=-1`` and ``dataset_id=-1``.
+and prompt draws are re-seeded per epoch. No split drops examples by default
+(``drop_remainder=False``; the original's ``DataLoader`` has ``drop_last=False``): each shard's
+epoch is padded to the same number of full batches, ``ceil(N / batch)``, and padding examples
+have ``valid=False``, ``index=-1`` and ``dataset_id=-1`` (training weights the loss by
+``valid``, :func:`medvlsm_jax.train.losses.batch_loss`).
+
+Masks: ``mask`` is the training target of :func:`medvlsm_jax.data.masks.training_target`
+(``mask_target='soft'``, the original's ``ToTensor`` values, or ``'binary'``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import numpy as np
 from absl import flags
 
 from medvlsm_jax.data import io as data_io
+from medvlsm_jax.data import masks
 from medvlsm_jax.data.errors import DataError
-from medvlsm_jax.data.preprocessing import make_tokenizer, preprocess
+from medvlsm_jax.data.preprocessing import make_tokenizer, normalize, resize_image
 from medvlsm_jax.data.prompts import PromptChoice, select_prompt, validate_prompt
 from medvlsm_jax.data.registry import get_spec, members
 from medvlsm_jax.data.sources import load_builder, raw_source, source_key
@@ -63,6 +69,7 @@ class _ReadExample:
     sources: Mapping[int, Any]
     choice: PromptChoice
     spec: InputContract
+    mask_target: str = "soft"
 
     def __call__(self, item: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
         dataset_id, index = item
@@ -70,8 +77,10 @@ class _ReadExample:
             return self._padding()
         rec = self.sources[dataset_id][index]
         prompts = {k: [_as_str(v) for v in vs] for k, vs in rec["prompts"].items()}
-        pixels, mask = preprocess(data_io.decode_image(rec["image"]),
-                                  data_io.decode_mask(rec["mask"]), self.spec)
+        image = resize_image(data_io.decode_image(rec["image"]), self.spec.image_size)
+        pixels = normalize(image, self.spec.mean, self.spec.std)
+        mask = masks.training_target(rec["mask"], self.spec.image_size, self.mask_target,
+                                     where=_as_str(rec["mask_name"]))
         return {
             "pixel_values": pixels,
             "mask": mask,
@@ -187,6 +196,7 @@ def make_loader(
     prompt_override: str | None = None,
     read_threads: int = 2,
     prefetch_batches: int = 2,
+    mask_target: str = "soft",
 ) -> Loader:
     """A batched, preprocessed, tokenized loader over ``dataset``'s ``split``.
 
@@ -200,8 +210,9 @@ def make_loader(
       seed: seeds shuffling and prompt draws.
       data_dir: where the datasets were built (default ``$MEDVLSM_DATA_DIR`` or
         ``~/medvlsm_data/tfds``).
-      shuffle / drop_remainder: default to ``split == "train"``; without dropping, the last
-        batch is padded and marked ``valid=False``.
+      shuffle: defaults to ``split == "train"``.
+      drop_remainder: default False for every split, as the original's ``DataLoader``: the
+        last batch of each epoch is padded and its padding marked ``valid=False``.
       num_epochs: epochs to iterate (``None``: forever).
       worker_count: grain worker processes (0: read in this process with ``read_threads``).
       shard_index / shard_count: this process's shard (default 0 / 1; pass
@@ -209,8 +220,10 @@ def make_loader(
       tokenizer: callable ``tok(texts, max_length=L)`` -> dict with ``input_ids`` and
         ``attention_mask``; defaults to the contract's tokenizer.
       prompt_override: a fixed text for every example (takes precedence over ``prompt``).
+      mask_target: ``soft`` (the original's) or ``binary`` (:mod:`medvlsm_jax.data.masks`).
 
-    Batches hold ``pixel_values`` float32 (B, H, W, 3), ``mask`` float32 (B, H, W) in {0, 1},
+    Batches hold ``pixel_values`` float32 (B, H, W, 3), ``mask`` float32 (B, H, W) in [0, 1]
+    (the training target; zeros for padding),
     ``input_ids`` / ``attention_mask`` int32 (B, L) (text models), ``valid`` bool (B,),
     ``index`` / ``dataset_id`` int32 (B,), ``orig_size`` int32 (B, 2) as (height, width), and
     ``img_name`` / ``mask_name`` / ``prompt`` string arrays (B,).
@@ -221,7 +234,9 @@ def make_loader(
     if not 0 <= shard_index < shard_count:
         raise DataError(f"shard_index {shard_index} out of range for shard_count {shard_count}")
     shuffle = split == "train" if shuffle is None else shuffle
-    drop_remainder = split == "train" if drop_remainder is None else drop_remainder
+    drop_remainder = bool(drop_remainder)
+    if mask_target not in masks.MASK_TARGETS:
+        raise DataError(f"unknown mask target {mask_target!r}; choose from {', '.join(masks.MASK_TARGETS)}")
     names = members(dataset)
     choice = validate_prompt(prompt, prompt_override, names)
 
@@ -240,7 +255,7 @@ def make_loader(
             ds = grain.MapDataset.concatenate([ds, grain.MapDataset.range(pad).map(_pad_item)])
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
-    ds = ds.random_map(_ReadExample(sources, choice, contract), seed=seed)
+    ds = ds.random_map(_ReadExample(sources, choice, contract, mask_target), seed=seed)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if contract.text is not None:
         tok = tokenizer if tokenizer is not None else make_tokenizer(contract.text)

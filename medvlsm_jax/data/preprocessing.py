@@ -5,11 +5,13 @@ normalisation, text spec; this module only applies it).
 Images: ``torchvision.transforms.Resize(size)`` on a PIL image, i.e. PIL bilinear resampling
 (PIL always antialiases), then ``ToTensor`` (``/255``) and ``Normalize(mean, std)``, in float32.
 Masks: ``Resize(size, interpolation=NEAREST_EXACT)``, which torchvision maps to PIL ``NEAREST``
-for PIL images (PIL samples pixel centres, i.e. nearest-exact). Masks are already binary here
-(see :mod:`medvlsm_jax.data.io`), so resizing and binarising commute.
+for PIL images (PIL samples pixel centres, i.e. nearest-exact). The pipeline's training targets
+come from :mod:`medvlsm_jax.data.masks` (the original's soft ``ToTensor`` values, or binary);
+:func:`preprocess` resizes an already decoded uint8 mask.
 
-The CNN baselines' configs name ``albumentations.Resize`` (OpenCV bilinear), which the original
-dataset classes cannot call on PIL images; we use the PIL path for them too.
+The CNN baselines get 256x256 squares through the same PIL path (their first configs named
+``albumentations.Resize(256, 256)``, the released ones torchvision's shorter-side ``Resize(256)``;
+why squares: :mod:`medvlsm_jax.data.shorter_side`).
 """
 
 from __future__ import annotations
@@ -56,4 +58,11 @@ def make_tokenizer(text: TextSpec) -> Any:
         if text.vocab:
             return ClipTokenizer.from_dir(text.vocab, max_length=text.max_length, pad_id=text.pad_id)
         return ClipTokenizer.default(max_length=text.max_length, pad_id=text.pad_id)
-    raise DataError(f"tokenizer kind {text.kind!r} is not available; known: clip")
+    if text.kind == "bert":
+        if not text.vocab:
+            raise DataError("the BERT tokenizer has no bundled vocabulary: use a converted model folder "
+                            "(medvlsm-convert biomedclipseg ...) as model.init; its tokenizer/ is the vocabulary")
+        from medvlsm_jax.data.bert_tokenizer import BertTokenizer  # noqa: PLC0415
+
+        return BertTokenizer.from_dir(text.vocab, max_length=text.max_length)
+    raise DataError(f"tokenizer kind {text.kind!r} is not available; known: clip, bert")

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from medvlsm_jax.data import io as data_io
+from medvlsm_jax.data import masks
 from medvlsm_jax.data.builders import builder_class
-from medvlsm_jax.data.builders.base import RAW_DECODERS, MedvlsmBuilder
+from medvlsm_jax.data.builders.base import RAW_DECODERS, MedvlsmBuilder, problems_error
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.data.registry import default_data_dir
+
+log = logging.getLogger(__name__)
 
 
 def resolve_data_dir(data_dir: str | pathlib.Path | None) -> pathlib.Path:
@@ -29,20 +36,50 @@ def build_dataset(name: str, *, manual_dir: str | pathlib.Path | None = None,
     ``manual_dir`` holds ``<name>/{images,masks,anns}`` (or is that folder itself); it defaults
     to TFDS's ``<data_dir>/downloads/manual``. Synthetic sets are generated there when absent.
     An existing build is reused unless ``overwrite``.
+
+    The build is atomic: it is written into a temporary folder of ``data_dir`` and swapped in
+    only when the whole source is valid, so a failed build leaves an existing build untouched
+    and no empty folder behind. Every problem of the source is found in one pass and reported
+    together (:func:`~medvlsm_jax.data.builders.base.problems_error`).
     """
     data_dir = resolve_data_dir(data_dir)
     manual = pathlib.Path(manual_dir).expanduser() if manual_dir else data_dir / "downloads" / "manual"
-    builder = builder_class(name)(data_dir=str(data_dir))
-    builder.prepare_manual_dir(manual)
-    if not manual.is_dir():
-        raise DataError(f"manual dir {manual} does not exist.\n"
-                        f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
-            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual), download_mode=mode))
-    raw_source.cache_clear()
-    return builder
+    cls = builder_class(name)
+    final = data_dir / name / str(cls.VERSION)
+    if is_built(name, data_dir) and not overwrite:
+        return cls(data_dir=str(data_dir))
+    created = [p for p in (data_dir, final.parent) if not p.exists()]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".building-{name}-", dir=data_dir))
+    log.info("building %s from %s into %s", name, manual, final)
+    try:
+        builder = cls(data_dir=str(tmp))
+        builder.prepare_manual_dir(manual)
+        if not manual.is_dir():
+            raise DataError(f"manual dir {manual} does not exist.\n"
+                            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+                manual_dir=str(manual), download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+        except DataError:
+            raise
+        except Exception as err:
+            if builder.problems:  # e.g. TFDS refusing a split that lost every record
+                raise problems_error(name, builder.source_root or manual, builder.problems) from err
+            raise
+        if builder.problems:
+            raise problems_error(name, builder.source_root or manual, builder.problems)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # swap: the old build goes into the temporary folder, then away
+            os.replace(final, tmp / "replaced")
+        os.replace(tmp / name / str(cls.VERSION), final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):  # nothing left behind by a failed first build
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raw_source.cache_clear()
+    return cls(data_dir=str(data_dir))
 
 
 def is_built(name: str, data_dir: str | pathlib.Path | None = None) -> bool:
@@ -56,6 +93,13 @@ def load_builder(name: str, data_dir: str | pathlib.Path | None = None) -> Medvl
     """A prepared builder; raises a DataError with the build command when it is not built."""
     data_dir = resolve_data_dir(data_dir)
     if not is_built(name, data_dir):
+        old = sorted(p.parent.name for p in (data_dir / name).glob("*/dataset_info.json"))
+        if old:
+            raise DataError(
+                f"dataset {name!r} in {data_dir} was built by an older medvlsm-jax (builder version "
+                f"{', '.join(old)}; this one reads {builder_class(name).VERSION}, which stores masks "
+                f"losslessly); rebuild it: medvlsm-data build {name} --manual_dir <medvlsm root> "
+                f"--data_dir {data_dir}")
         raise DataError(f"dataset {name!r} is not built in {data_dir}; run: medvlsm-data build "
                         f"{name} --manual_dir <medvlsm root> --data_dir {data_dir}")
     return builder_class(name)(data_dir=str(data_dir))
@@ -73,9 +117,12 @@ def raw_source(name: str, split: str, data_dir: str) -> Any:
 
 
 def original_mask(dataset: str, split: str, index: int,
-                  data_dir: str | pathlib.Path | None = None) -> np.ndarray:
-    """The binary mask (uint8 (H, W) in {0, 1}) of record ``index`` at original resolution."""
-    return data_io.decode_mask(raw_source(dataset, split, source_key(data_dir))[index]["mask"])
+                  data_dir: str | pathlib.Path | None = None, threshold: int = 0) -> np.ndarray:
+    """The scoring ground truth (bool (H, W), original resolution) of record ``index``: the
+    mask's OpenCV grayscale ``> threshold`` (0 as the original's ``eval_metrics.py``; see
+    :mod:`medvlsm_jax.data.masks`)."""
+    rec = raw_source(dataset, split, source_key(data_dir))[index]
+    return masks.ground_truth(rec["mask"], threshold, where=f"{dataset}/{split} record {index}")
 
 
 def source_key(data_dir: str | pathlib.Path | None) -> str:

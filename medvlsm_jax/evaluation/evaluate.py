@@ -4,9 +4,14 @@ How predictions reach the original size (``resize``):
 
 * ``nearest_mask`` (default, the original's): ``BaseModule.step`` binarises
   ``sigmoid(logits) > threshold`` at model resolution; ``src/eval.py`` resizes that binary mask
-  to ``(height, width)`` with ``TF.resize(..., NEAREST_EXACT)`` and saves it as PNG, and
-  ``scripts/eval_metrics.py`` scores the PNGs against the original masks (``> 0``) with MONAI
-  ``compute_dice`` / ``compute_iou``.
+  to ``(height, width)`` with ``TF.resize(pred.double(), NEAREST_EXACT)`` (torch's double index
+  arithmetic, reproduced by :func:`medvlsm_jax.ops.resize.nearest_indices`) and saves it, and
+  ``scripts/eval_metrics.py`` reads the saved masks and the original masks with
+  ``cv2.imread(IMREAD_GRAYSCALE)``, counts pixels ``> 0`` as foreground and scores them with
+  MONAI ``compute_dice`` / ``compute_iou``. The ground truth here is the same
+  (:func:`medvlsm_jax.data.masks.ground_truth`, ``gt_threshold`` 0); the predictions are scored
+  as computed, i.e. as if saved losslessly (docs/FIDELITY.md: ``src/eval.py`` names the file
+  after the mask, so a Kvasir prediction would be a JPEG).
 * ``bilinear_probs``: bilinear resize of the probabilities (torch ``F.interpolate``,
   ``align_corners=False``), then threshold — what :meth:`medvlsm_jax.api.Segmenter.predict`
   does.
@@ -51,7 +56,8 @@ def to_original_size(logits: np.ndarray, size: tuple[int, int], threshold: float
     probs = _sigmoid(np.asarray(logits))
     if mode == "nearest_mask":
         binary = (probs > threshold).astype(np.uint8)
-        return np.asarray(resize(jnp.asarray(binary)[None, ..., None], size, method="nearest-exact"))[0, ..., 0] > 0
+        up = resize(jnp.asarray(binary)[None, ..., None], size, method="nearest-exact", compute_dtype="float64")
+        return np.asarray(up)[0, ..., 0] > 0
     if mode == "bilinear_probs":
         return np.asarray(resize(jnp.asarray(probs)[None, ..., None], size, method="bilinear"))[0, ..., 0] > threshold
     raise ValueError(f"unknown resize mode {mode!r}; choose from {', '.join(RESIZE_MODES)}")
@@ -60,8 +66,9 @@ def to_original_size(logits: np.ndarray, size: tuple[int, int], threshold: float
 def evaluate_loader(predict: Callable[[dict[str, np.ndarray]], np.ndarray], loader: Iterable[dict[str, Any]], *,
                     split: str, data_dir: str | None, threshold: float, resize_mode: str, out_dir: str,
                     write_masks: bool = True, with_hd95: bool = True, overlays: int = 0,
-                    progress: bool = False) -> dict[str, Any]:
-    """Scores every valid example of ``loader`` against its original-size mask.
+                    progress: bool = False, gt_threshold: int = 0) -> dict[str, Any]:
+    """Scores every valid example of ``loader`` against its original-size mask (the mask's
+    OpenCV grayscale ``> gt_threshold``; 0 as the original).
 
     ``predict(batch)`` returns model-resolution logits (B, H, W) for the batch's rows. Returns
     ``{"per_dataset": {name: {metric: summary}}, "rows": [...]}`` and writes the files.
@@ -74,7 +81,7 @@ def evaluate_loader(predict: Callable[[dict[str, np.ndarray]], np.ndarray], load
         logits = predict(batch)
         for r in np.flatnonzero(batch["valid"]):
             name, index = DATASETS[int(batch["dataset_id"][r])], int(batch["index"][r])
-            target = original_mask(name, split, index, data_dir).astype(bool)
+            target = original_mask(name, split, index, data_dir, threshold=gt_threshold)
             pred = to_original_size(logits[r], target.shape, threshold, resize_mode)
             mask_name = str(batch["mask_name"][r])
             row = {"dataset": name, "index": index, "img_name": str(batch["img_name"][r]),

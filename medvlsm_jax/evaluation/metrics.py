@@ -31,7 +31,11 @@ def _xp(x: Any):
 
 
 def dice_iou(pred: Any, target: Any) -> tuple[Any, Any]:
-    """Dice and IoU of binary masks ``(..., H, W)`` -> two arrays of shape ``(...)``."""
+    """Dice and IoU of masks ``(..., H, W)`` -> two arrays of shape ``(...)``.
+
+    ``target`` may be soft (values in [0, 1]): MONAI's ``compute_dice`` / ``compute_iou`` take
+    products and sums of the float values, which is how the original's validation Dice scores
+    binarised predictions against its soft ``ToTensor`` targets."""
     xp = _xp(pred)
     pred = pred.astype(xp.float32) if hasattr(pred, "astype") else xp.asarray(pred, xp.float32)
     target = target.astype(xp.float32)
@@ -39,8 +43,9 @@ def dice_iou(pred: Any, target: Any) -> tuple[Any, Any]:
     inter = xp.sum(pred * target, axis=axes)
     sizes = xp.sum(pred, axis=axes) + xp.sum(target, axis=axes)
     union = sizes - inter
-    dice = xp.where(sizes > 0, 2.0 * inter / xp.maximum(sizes, 1.0), 1.0)
-    iou = xp.where(union > 0, inter / xp.maximum(union, 1.0), 1.0)
+    # MONAI: 2 * inter / sizes where sizes > 0 (sizes may be fractional with soft targets)
+    dice = xp.where(sizes > 0, 2.0 * inter / xp.where(sizes > 0, sizes, 1.0), 1.0)
+    iou = xp.where(union > 0, inter / xp.where(union > 0, union, 1.0), 1.0)
     return dice, iou
 
 

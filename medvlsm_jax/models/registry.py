@@ -39,6 +39,10 @@ __all__ = ["InputContract", "TextSpec", "ModelSpec", "register", "get_spec", "bu
 _FAMILY_MODULES = {
     "clipseg": "medvlsm_jax.models.clipseg",
     "cris": "medvlsm_jax.models.cris",
+    "biomedclipseg": "medvlsm_jax.models.biomedclipseg",
+    "unet": "medvlsm_jax.models.smp",
+    "unetpp": "medvlsm_jax.models.smp",
+    "deeplabv3plus": "medvlsm_jax.models.smp",
 }
 
 
@@ -62,6 +66,13 @@ class ModelSpec:
         if vocab and contract.text is not None:
             contract = dataclasses.replace(contract, text=dataclasses.replace(contract.text, vocab=vocab))
         return contract
+
+    def check_zeroshot(self) -> None:
+        """Raises a clear error for a zero-shot request on a family that has no zero-shot model."""
+        if not self.zeroshot:
+            raise ValueError(f"zero-shot evaluation is not defined for {self.name!r}: its decoder was never "
+                             "trained on its encoders' features; finetune it (--mode=train), then evaluate "
+                             "that run (--mode=eval)")
 
     def config(self, variant: str = "base", **overrides) -> Any:
         if variant not in self.variants:

@@ -9,8 +9,9 @@ Entry points (one per ``--mode`` of :mod:`medvlsm_jax.main`):
 
 Training loop (:func:`train`):
 
-1. resume from ``<workdir>/checkpoints/latest`` when present (state, optimiser and schedule,
-   data-iterator position, epoch/step, early-stopping counters);
+1. resume from the newest restorable checkpoint (``latest`` or ``best``, falling back past
+   damaged ones, see :mod:`medvlsm_jax.train.checkpoint`): state, optimiser and schedule,
+   data-iterator position, epoch/step, early-stopping counters;
 2. epochs: train (progress bar with img/s and ETA; NaN/Inf loss stops the run without saving),
    validate (loss and Dice at model resolution, as the original's ``val/dice_epoch``), step the
    plateau schedule, keep the best-by-val-Dice checkpoint, early-stop, save ``latest``;
@@ -18,17 +19,19 @@ Training loop (:func:`train`):
    and evaluate it on the test split (:mod:`medvlsm_jax.evaluation.evaluate`).
 
 The run itself (model, contract, optimiser, jitted steps) is built by
-:func:`medvlsm_jax.train.run.build_run`.
+:func:`medvlsm_jax.train.run.build_run`. The workdir's lock, config record and ``fresh`` start
+are :mod:`medvlsm_jax.train.workdir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -40,9 +43,11 @@ from medvlsm_jax.data import pipeline, sources
 from medvlsm_jax.data import registry as data_registry
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
+from medvlsm_jax.models import registry
 from medvlsm_jax.train import checkpoint as ckpt_lib
 from medvlsm_jax.train import optim
 from medvlsm_jax.train import sharding as shd
+from medvlsm_jax.train import workdir as workdir_lib
 from medvlsm_jax.train.cache import FeatureCache
 from medvlsm_jax.train.run import Run, TrainState, build_run, eval_datasets
 from medvlsm_jax.train.writer import MetricWriter
@@ -73,7 +78,7 @@ def model_inputs(run: Run, cache: FeatureCache | None, split: str, batch: dict[s
     """Device inputs of a host batch: the mask plus features (frozen encoder) or the contract's
     raw inputs."""
     bat = run.batch_sharding
-    inputs = {"mask": shd.put_batch(batch["mask"], bat)}
+    inputs = shd.put_batch({"mask": batch["mask"], **({"valid": batch["valid"]} if "valid" in batch else {})}, bat)
     raw = lambda: shd.put_batch({k: batch[k] for k in run.contract.input_keys}, bat)
     if not run.encoder_frozen:
         return {**inputs, **raw()}
@@ -88,7 +93,7 @@ def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: b
         dataset, split, run.contract, c.data.prompt, batch_size // jax.process_count(),
         seed=c.seed, tokenizer=run.tokenizer, data_dir=c.data.data_dir or None,
         num_epochs=None if train else 1, worker_count=c.data.worker_count, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), prompt_override=c.data.prompt_override)
+        shard_count=jax.process_count(), prompt_override=c.data.prompt_override, mask_target=c.data.mask_target)
 
 
 def _global_sum(x: np.ndarray) -> np.ndarray:
@@ -157,13 +162,39 @@ def _end_of_epoch(run: Run, state: TrainState, meta: dict, val: dict, train_loss
     return state, improved
 
 
-def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[TrainState, dict[str, Any]]:
+def resume(ckpts: ckpt_lib.Checkpoints, template: TrainState, sharding: Any) -> ckpt_lib.Restored | None:
+    """The newest restorable checkpoint (None for a new run), with its best-model bookkeeping
+    made consistent: when the best checkpoint recorded in its meta is gone or damaged, the best
+    is chosen again from the epochs still to run (with a warning)."""
+    restored = ckpts.restore(template, sharding)
+    if restored is None:
+        return None
+    meta = restored.meta
+    log.info("resumed from %s at epoch %d, step %d", restored.path, meta["epoch"], meta["step"])
+    if meta.get("best_epoch", 0) > 0 and restored.kind != "best":
+        steps = ckpts.best.all_steps()
+        problem = "it is missing" if not steps else None
+        if steps:
+            step = max(steps)
+            problem = (f"it is from step {step}, after step {meta['step']}" if step > meta["step"]
+                       else ckpts.check("best", step, template, sharding))
+            if problem is not None:
+                ckpts.set_aside("best", step)
+        if problem is not None:
+            log.warning("the best checkpoint (epoch %d) cannot be used (%s); the best model is chosen again "
+                        "from the epochs still to run", meta["best_epoch"], problem)
+            meta["best_dice"], meta["best_epoch"] = -1.0, 0
+    return restored
+
+
+def train(run: Run, workdir: str, cache: FeatureCache | None = None,
+          before_training: Callable[[], None] | None = None) -> tuple[TrainState, dict[str, Any]]:
     """Trains (or resumes) until max epochs, early stopping or ``train.max_steps``; returns the
-    best state (by validation Dice) and the run's bookkeeping."""
+    best state (by validation Dice) and the run's bookkeeping. ``before_training`` is called
+    once the state is restored (or initialised), before anything is written."""
     c, tcfg = run.config, run.config.train
     lead = jax.process_index() == 0
-    ckpts = ckpt_lib.Checkpoints(workdir)
-    writer = MetricWriter(workdir, lead)
+    ckpts = ckpt_lib.Checkpoints(workdir, keep=tcfg.keep_checkpoints)
     train_loader = make_loader(run, c.data.dataset, "train", tcfg.batch_size, train=True)
     steps_per_epoch = train_loader.steps_per_epoch
     if steps_per_epoch == 0:
@@ -172,11 +203,17 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
     data_iter = iter(train_loader)
     # The initial state is copied: the train step donates its input buffers.
     state, meta = jax.tree.map(lambda x: x.copy(), run.init_state), _initial_meta()
-    restored = ckpts.restore_latest(state, run.replicated)
-    if restored is not None:
-        state, meta, data_state = restored
-        data_iter.set_state(data_state)
-        log.info("resumed from %s at epoch %d, step %d", ckpts.latest.directory, meta["epoch"], meta["step"])
+    try:
+        restored = resume(ckpts, state, run.replicated)
+        if restored is not None:
+            state, meta, data_state = restored
+            data_iter.set_state(data_state)
+        if before_training is not None:
+            before_training()
+    except BaseException:
+        ckpts.close()
+        raise
+    writer = MetricWriter(workdir, lead, resume_step=meta["step"])
 
     def save_latest():
         ckpts.save_latest(meta["step"], state, meta, data_iter.get_state())
@@ -187,8 +224,9 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
             if reason:  # recomputed from meta on a rerun, so nothing to save
                 meta["done"], meta["stop_reason"] = True, reason
                 break
-            start, epoch_loss, seen = time.time(), 0.0, 0
             first = meta["step"] - meta["epoch"] * steps_per_epoch
+            # a resumed epoch's loss sums on from the checkpoint, so its mean is the whole epoch's
+            start, epoch_loss, seen = time.time(), meta.get("epoch_loss_sum", 0.0), meta.get("epoch_steps", 0)
             bar = tqdm.tqdm(total=(steps_per_epoch - first) * tcfg.batch_size, unit="img", unit_scale=True,
                             desc=f"epoch {meta['epoch'] + 1}", disable=not (lead and tcfg.progress), leave=False)
             for _ in range(first, steps_per_epoch):
@@ -202,6 +240,7 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
                         f"{ckpts.latest.directory} is left intact")
                 meta["step"] += 1
                 epoch_loss, seen = epoch_loss + loss, seen + 1
+                meta["epoch_loss_sum"], meta["epoch_steps"] = epoch_loss, seen
                 bar.update(tcfg.batch_size)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if meta["step"] % tcfg.log_every_steps == 0:
@@ -217,6 +256,7 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
                 continue  # stopped mid-epoch by max_steps
             val = validate(run, cache, state, make_loader(run, c.data.dataset, "val", c.eval.batch_size, train=False))
             state, improved = _end_of_epoch(run, state, meta, val, epoch_loss / max(seen, 1), time.time() - start)
+            meta["epoch_loss_sum"], meta["epoch_steps"] = 0.0, 0
             h = meta["history"][-1]
             writer.write(meta["step"], {"val/loss": h["val_loss"], "val/dice": h["val_dice"],
                                         "val/iou": h["val_iou"], "train/epoch_loss": h["train_loss"],
@@ -230,8 +270,10 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
             save_latest()
     finally:
         writer.close()
-    best = ckpts.restore_best(state, run.replicated)
-    ckpts.close()
+    try:
+        best = ckpts.restore_best(state, run.replicated)
+    finally:
+        ckpts.close()
     return (best[0] if best is not None else state), meta
 
 
@@ -256,7 +298,7 @@ def evaluate_test(run: Run, state: TrainState, out_dir: str, cache: FeatureCache
         loader = make_loader(run, name, "test", c.eval.batch_size, train=False)
         results[name] = evaluate_lib.evaluate_loader(
             predictor(run, state, cache), loader, split="test", data_dir=c.data.data_dir or None,
-            threshold=run.threshold, resize_mode=c.eval.resize,
+            threshold=run.threshold, resize_mode=c.eval.resize, gt_threshold=c.eval.gt_threshold,
             out_dir=os.path.join(out_dir, name), write_masks=c.eval.write_masks, with_hd95=c.eval.hd95,
             overlays=c.eval.overlays, progress=c.train.progress)
     if jax.process_index() == 0:
@@ -273,57 +315,99 @@ def ensure_synthetic(config: Any) -> None:
             try:
                 sources.load_builder(name, config.data.data_dir or None)
             except DataError:
-                log.info("building the synthetic dataset %s", name)
+                log.info("building the synthetic dataset %s in %s (generated locally, nothing is downloaded; "
+                         "data.data_dir or $MEDVLSM_DATA_DIR choose the folder)", name,
+                         sources.resolve_data_dir(config.data.data_dir or None))
                 sources.build_dataset(name, data_dir=config.data.data_dir or None)
 
 
 # --------------------------------------------------------------------------- modes
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    """Finetunes per ``config`` in ``workdir`` (resuming), exports the best model, tests it."""
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    run = build_run(config)
-    ensure_synthetic(config)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    cache = make_cache(run)
-    state, meta = train(run, workdir, cache)
-    export_dir = os.path.join(workdir, "export")
-    if jax.process_index() == 0:
-        export(run, state, export_dir, {"dataset": config.data.dataset, "prompt": config.data.prompt,
-                                        "best_epoch": meta["best_epoch"], "best_val_dice": meta["best_dice"]})
-    results = evaluate_test(run, state, os.path.join(workdir, "eval"), cache) if config.eval.after_training else {}
+@contextlib.contextmanager
+def _locked(workdir: str) -> Iterator[None]:
+    """The workdir's lock, held by the lead process for the whole run."""
+    if jax.process_index() != 0:
+        yield
+        return
+    with workdir_lib.WorkdirLock(workdir):
+        yield
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def train_and_evaluate(config: Any, workdir: str, *, fresh: bool = False,
+                       allow_config_change: bool = False) -> dict[str, Any]:
+    """Finetunes per ``config`` in ``workdir`` (resuming), exports the best model, tests it.
+
+    The workdir is locked for the run. A config that differs from the recorded one beyond
+    :data:`~medvlsm_jax.train.workdir.SAFE_KEYS` stops the run before anything is touched unless
+    ``allow_config_change`` (the change is then appended to ``config_history.jsonl``);
+    ``fresh`` moves earlier outputs to ``previous/<time>/`` and starts over.
+    """
+    lead = jax.process_index() == 0
+    workdir = workdir_lib.prepare(workdir)
+    with _locked(workdir):
+        diff = workdir_lib.check_config(workdir, config, allow_change=allow_config_change or fresh,
+                                        has_checkpoints=workdir_lib.has_checkpoints(workdir))
+        run = build_run(config)
+        ensure_synthetic(config)
+        if lead and fresh:
+            workdir_lib.archive_previous(workdir)
+        _barrier("medvlsm_workdir_ready")
+
+        def record() -> None:  # once the checkpoints restored: a refused run records nothing
+            if lead:
+                workdir_lib.record_config(workdir, config, diff, forced=allow_config_change, fresh=fresh)
+
+        cache = make_cache(run)
+        state, meta = train(run, workdir, cache, before_training=record)
+        export_dir = os.path.join(workdir, "export")
+        if lead:
+            export(run, state, export_dir, {"dataset": config.data.dataset, "prompt": config.data.prompt,
+                                            "best_epoch": meta["best_epoch"], "best_val_dice": meta["best_dice"]})
+        results = evaluate_test(run, state, os.path.join(workdir, "eval"), cache) if config.eval.after_training else {}
     return {"meta": meta, "export": export_dir, "results": results, "state": state, "run": run, "cache": cache}
 
 
 def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
-    """Tests the best (else latest) checkpoint of ``workdir``; results go to ``<workdir>/eval``."""
-    workdir = os.path.abspath(workdir)
-    run = build_run(config, training=False)
-    ensure_synthetic(config)
-    ckpts = ckpt_lib.Checkpoints(workdir)
-    restored = ckpts.restore_best(run.init_state, run.replicated) or ckpts.restore_latest(run.init_state,
-                                                                                          run.replicated)
-    ckpts.close()
-    if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first or use --mode=zeroshot")
-    state = restored[0]
-    results = evaluate_test(run, state, os.path.join(workdir, "eval"))
+    """Tests the best (else the newest restorable) checkpoint of ``workdir``; results go to
+    ``<workdir>/eval``. The model-defining config keys must match the recorded config."""
+    workdir = workdir_lib.prepare(workdir, create=False)
+    with _locked(workdir):
+        if not workdir_lib.has_checkpoints(workdir):
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train) or use "
+                                    "--mode=zeroshot")
+        workdir_lib.check_config(workdir, config, mode="eval")
+        run = build_run(config, training=False)
+        ensure_synthetic(config)
+        ckpts = ckpt_lib.Checkpoints(workdir)
+        try:
+            restored = ckpts.restore(run.init_state, run.replicated, prefer_best=True, set_aside=False)
+        finally:
+            ckpts.close()
+        if restored is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train) or use "
+                                    "--mode=zeroshot")
+        log.info("evaluating %s", restored.path)
+        state = restored.state
+        results = evaluate_test(run, state, os.path.join(workdir, "eval"))
     return {"results": results, "state": state, "run": run}
 
 
 def evaluate_zeroshot(config: Any, workdir: str) -> dict[str, Any]:
     """Tests the ``model.init`` weights without training; results go to ``<workdir>/zeroshot``."""
-    workdir = os.path.abspath(workdir)
-    run = build_run(config, training=False)
-    if not run.spec.zeroshot:
-        raise ValueError(f"zero-shot evaluation is not defined for model {run.family!r} (its decoder is "
-                         "trained from scratch); use --mode=train")
-    if not config.model.init:
-        log.warning("zeroshot with a randomly initialised model: set model.init to a converted folder")
-    ensure_synthetic(config)
-    results = evaluate_test(run, run.init_state, os.path.join(workdir, "zeroshot"))
+    workdir = workdir_lib.prepare(workdir)
+    with _locked(workdir):
+        registry.get_spec(config.model.name).check_zeroshot()
+        run = build_run(config, training=False)
+        if not config.model.init:
+            log.warning("zeroshot with a randomly initialised model: set model.init to a converted folder")
+        ensure_synthetic(config)
+        results = evaluate_test(run, run.init_state, os.path.join(workdir, "zeroshot"))
     return {"results": results, "state": run.init_state, "run": run}

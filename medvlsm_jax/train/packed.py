@@ -42,6 +42,7 @@ split over the process's devices.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -60,6 +61,7 @@ from jax.sharding import PartitionSpec as P
 from medvlsm_jax.train import checkpoint as ckpt_lib
 from medvlsm_jax.train import loop
 from medvlsm_jax.train import sharding as shd
+from medvlsm_jax.train import workdir as workdir_lib
 from medvlsm_jax.train.run import Run, build_run, validate_config
 from medvlsm_jax.train.writer import MetricWriter
 
@@ -252,12 +254,12 @@ class _PackedSteps:
         if shared_images not in self._train:
             fn = self.run.steps.fns["train"]
 
-            def packed(states, frozen, masks, shared, member, active):
-                def one(state, mask, member_leaves, act):
+            def packed(states, frozen, masks, valid, shared, member, active):
+                def one(state, mask, ok, member_leaves, act):
                     feats = self._assemble(shared_images, shared, member_leaves)
-                    new, out = fn(state, frozen, {"mask": mask, "features": feats})
+                    new, out = fn(state, frozen, {"mask": mask, "valid": ok, "features": feats})
                     return _select(act, new, state), out
-                return jax.vmap(one)(states, masks, member, active)
+                return jax.vmap(one)(states, masks, valid, member, active)
 
             self._train[shared_images] = jax.jit(packed, out_shardings=(self.rep, self.rep), donate_argnums=0)
         return self._train[shared_images]
@@ -266,12 +268,12 @@ class _PackedSteps:
         if shared_images not in self._eval:
             fn = self.run.steps.fns["eval"]
 
-            def packed(params, frozen, rest, masks, shared, member):
-                def one(p, r, mask, member_leaves):
-                    out = fn(p, frozen, r, {"mask": mask, "features": self._assemble(shared_images, shared,
-                                                                                      member_leaves)})
+            def packed(params, frozen, rest, masks, valid, shared, member):
+                def one(p, r, mask, ok, member_leaves):
+                    out = fn(p, frozen, r, {"mask": mask, "valid": ok,
+                                            "features": self._assemble(shared_images, shared, member_leaves)})
                     return {k: out[k] for k in ("loss", "dice", "iou")}
-                return jax.vmap(one)(params, rest, masks, member)
+                return jax.vmap(one)(params, rest, masks, valid, member)
 
             self._eval[shared_images] = jax.jit(packed)
         return self._eval[shared_images]
@@ -299,7 +301,7 @@ class _Member:
     run: Run
     workdir: str
     ckpts: ckpt_lib.Checkpoints
-    writer: MetricWriter
+    writer: MetricWriter | None
     data_iter: Any
     meta: dict[str, Any]
     epoch_loss: float = 0.0
@@ -307,6 +309,7 @@ class _Member:
     error: str = ""
     images: int = 0  # training images processed by this process (throughput)
     steps_per_epoch: int = 0
+    config_diff: Any = None
 
     @property
     def tcfg(self) -> Any:
@@ -437,6 +440,11 @@ class Pack:
             for k, b in enumerate(batches):
                 self.cache.store(g, self.cache.keys(g, split, b), [host[i][k] for i in idx])
 
+    def _stacked(self, batches: list[dict[str, np.ndarray]]) -> tuple[jax.Array, jax.Array]:
+        """The members' masks and valid flags, stacked (K, B, ...) on the devices."""
+        put = lambda key: jax.device_put(np.stack([b[key] for b in batches]), self.steps.member_batch)  # noqa: E731
+        return put("mask"), put("valid")
+
     # ---------------------------------------------------------------- training
 
     def train(self) -> list[dict[str, Any]]:
@@ -444,12 +452,20 @@ class Pack:
         ``meta``, ``results``, ``export``, ``error`` (non-empty when the member failed),
         ``train_images`` and ``seconds`` (the pack's wall time)."""
         start = time.time()
-        members = self._open_members()
-        try:
-            states = self._loop(members)
-        finally:
-            for m in members:
-                m.writer.close()
+        with contextlib.ExitStack() as locks:
+            for w in self.workdirs:  # each member's workdir lock, as train_and_evaluate holds it
+                workdir_lib.prepare(w)
+                locks.enter_context(workdir_lib.WorkdirLock(w))
+            members = self._open_members()
+            try:
+                states = self._loop(members)
+            finally:
+                for m in members:
+                    if m.writer is not None:
+                        m.writer.close()
+            return self._finish(members, states, start)
+
+    def _finish(self, members: list[_Member], states: Any, start: float) -> list[dict[str, Any]]:
         out = []
         for k, m in enumerate(members):
             template = _tree_index(states, k)
@@ -477,29 +493,31 @@ class Pack:
     def _open_members(self) -> list[_Member]:
         members = []
         for run, workdir in zip(self.runs, self.workdirs):
-            os.makedirs(workdir, exist_ok=True)
+            diff = workdir_lib.check_config(workdir, run.config, has_checkpoints=workdir_lib.has_checkpoints(workdir))
             loop.ensure_synthetic(run.config)
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(run.config.to_json_best_effort(indent=2))
             tcfg = run.config.train
             loader = loop.make_loader(run, run.config.data.dataset, "train", tcfg.batch_size, train=True)
             if loader.steps_per_epoch == 0:
                 raise ValueError(f"{run.config.data.dataset}/train has {loader.num_examples} examples, "
                                  f"fewer than one batch of {tcfg.batch_size}")
-            members.append(_Member(run=run, workdir=workdir, ckpts=ckpt_lib.Checkpoints(workdir),
-                                   writer=MetricWriter(workdir, True), data_iter=iter(loader),
-                                   meta=loop._initial_meta(), steps_per_epoch=loader.steps_per_epoch))
+            members.append(_Member(run=run, workdir=workdir,
+                                   ckpts=ckpt_lib.Checkpoints(workdir, keep=tcfg.keep_checkpoints),
+                                   writer=None, data_iter=iter(loader), meta=loop._initial_meta(),
+                                   steps_per_epoch=loader.steps_per_epoch, config_diff=diff))
         return members
 
     def _restore(self, members: list[_Member]) -> Any:
         states = []
         for m in members:
             state = jax.tree.map(lambda x: x.copy(), m.run.init_state)
-            restored = m.ckpts.restore_latest(state, m.run.replicated)
+            restored = loop.resume(m.ckpts, state, m.run.replicated)
             if restored is not None:
                 state, m.meta, data_state = restored
                 m.data_iter.set_state(data_state)
-                log.info("%s: resumed at epoch %d, step %d", m.workdir, m.meta["epoch"], m.meta["step"])
+            # a resumed epoch's loss sums on from the checkpoint (as loop.train)
+            m.epoch_loss, m.seen = m.meta.get("epoch_loss_sum", 0.0), m.meta.get("epoch_steps", 0)
+            workdir_lib.record_config(m.workdir, m.run.config, m.config_diff, forced=False, fresh=False)
+            m.writer = MetricWriter(m.workdir, True, resume_step=m.meta["step"])
             states.append(state)
         return jax.device_put(_tree_stack(states), self.run0.replicated)
 
@@ -523,8 +541,8 @@ class Pack:
             batches = [next(m.data_iter) if active[k] else None for k, m in enumerate(members)]
             batches = [b if b is not None else batches[first] for b in batches]
             shared_images, shared, member = self.features("train", batches, states, first)
-            masks = jax.device_put(np.stack([b["mask"] for b in batches]), self.steps.member_batch)
-            states, out = self.steps.train(shared_images)(states, self.frozen, masks, shared, member,
+            masks, valid = self._stacked(batches)
+            states, out = self.steps.train(shared_images)(states, self.frozen, masks, valid, shared, member,
                                                           jnp.asarray(active))
             losses = np.asarray(out["loss"])
             epoch_end = []
@@ -541,6 +559,7 @@ class Pack:
                     continue
                 m.meta["step"] += 1
                 m.epoch_loss, m.seen = m.epoch_loss + loss, m.seen + 1
+                m.meta["epoch_loss_sum"], m.meta["epoch_steps"] = m.epoch_loss, m.seen
                 m.images += m.tcfg.batch_size
                 if m.meta["step"] % m.tcfg.log_every_steps == 0:
                     m.writer.write(m.meta["step"], {"train/loss": loss, "train/dice": float(out["dice"][k]),
@@ -565,8 +584,8 @@ class Pack:
                 break
             batches = [got.get(k, got[which[0]]) for k in range(K)]
             shared_images, shared, member = self.features("val", batches, states, which[0])
-            masks = jax.device_put(np.stack([b["mask"] for b in batches]), self.steps.member_batch)
-            out = self.steps.eval(shared_images)(states.params, self.frozen, states.rest, masks, shared, member)
+            masks, valid = self._stacked(batches)
+            out = self.steps.eval(shared_images)(states.params, self.frozen, states.rest, masks, valid, shared, member)
             out = {key: np.asarray(v, np.float64) for key, v in out.items()}
             for k in which:
                 valid = np.asarray(got[k]["valid"], np.float64)
@@ -586,6 +605,7 @@ class Pack:
                                                    m.epoch_loss / max(m.seen, 1), seconds)
             states = states.replace(schedule=_tree_set(states.schedule, k, state_k.schedule))
             m.epoch_loss, m.seen = 0.0, 0
+            m.meta["epoch_loss_sum"], m.meta["epoch_steps"] = 0.0, 0
             h = m.meta["history"][-1]
             m.writer.write(m.meta["step"], {"val/loss": h["val_loss"], "val/dice": h["val_dice"],
                                             "val/iou": h["val_iou"], "train/epoch_loss": h["train_loss"],

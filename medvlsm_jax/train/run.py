@@ -33,6 +33,7 @@ import optax
 from flax import nnx
 
 from medvlsm_jax import weights
+from medvlsm_jax.data import masks as data_masks
 from medvlsm_jax.data.preprocessing import make_tokenizer
 from medvlsm_jax.data.prompts import validate_prompt
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
@@ -129,13 +130,19 @@ def validate_config(config: Any, *, training: bool = True) -> None:
     for value, allowed, key in ((tcfg.optimizer, optim.OPTIMIZERS, "train.optimizer"),
                                 (tcfg.schedule, optim.SCHEDULES, "train.schedule"),
                                 (tcfg.cache, CACHE_MODES, "train.cache"),
-                                (config.eval.resize, evaluate_lib.RESIZE_MODES, "eval.resize")):
+                                (config.eval.resize, evaluate_lib.RESIZE_MODES, "eval.resize"),
+                                (config.data.mask_target, data_masks.MASK_TARGETS, "data.mask_target")):
         if value not in allowed:
             raise ValueError(f"{key}={value!r}; choose from {', '.join(allowed)}")
+    if not 0 <= config.eval.gt_threshold < 255:
+        raise ValueError(f"eval.gt_threshold={config.eval.gt_threshold!r}; expected 0..254 (0: the original's > 0)")
     names = ([config.data.dataset] if training else []) + eval_datasets(config)
     validate_prompt(config.data.prompt, config.data.prompt_override, names)
     if training:
         shd.check_batch_size(tcfg.batch_size, "train.batch_size")
+        if tcfg.keep_checkpoints < 2:
+            raise ValueError(f"train.keep_checkpoints={tcfg.keep_checkpoints}; keep at least 2 so that a damaged "
+                             "checkpoint has a fallback")
     shd.check_batch_size(config.eval.batch_size, "eval.batch_size")
     if config.model.init and not os.path.isdir(config.model.init):
         raise FileNotFoundError(f"model.init={config.model.init!r} is not a folder "
@@ -233,7 +240,7 @@ def _jit_steps(tcfg: Any, input_keys: tuple[str, ...], gd_train: Any, gd_eval: A
     def train_step(state: TrainState, frozen, inputs):
         def loss_fn(params):
             logits, rest = forward(gd_train, params, frozen, state.rest, inputs)
-            loss = jnp.mean(losses.per_example_loss(tcfg.loss, logits, inputs["mask"], **loss_kw))
+            loss = losses.batch_loss(tcfg.loss, logits, inputs["mask"], inputs.get("valid"), **loss_kw)
             return loss, (rest, logits)
 
         (loss, (rest, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -241,14 +248,15 @@ def _jit_steps(tcfg: Any, input_keys: tuple[str, ...], gd_train: Any, gd_eval: A
         scale = optim.schedule_scale(state.schedule)
         updates = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
-        dice, _ = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"] > 0.5)
+        dice, _ = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"])
+        dice = losses.masked_mean(dice, inputs.get("valid"))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rest=rest)
-        return new_state, {"loss": loss, "dice": jnp.mean(dice), "grad_norm": optax.global_norm(grads)}
+        return new_state, {"loss": loss, "dice": dice, "grad_norm": optax.global_norm(grads)}
 
     def eval_step(params, frozen, rest, inputs):
         logits, _ = forward(gd_eval, params, frozen, rest, inputs)
         per_loss = losses.per_example_loss(tcfg.loss, logits, inputs["mask"], **loss_kw)
-        dice, iou = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"] > 0.5)
+        dice, iou = metrics.dice_iou(jax.nn.sigmoid(logits) > thr, inputs["mask"])
         return {"loss": per_loss, "dice": dice, "iou": iou, "logits": logits}
 
     rep, bat = shd.replicated(mesh), shd.batch_sharded(mesh)

@@ -158,3 +158,12 @@ def test_line_plot_writes_png(tmp_path):
 
     with Image.open(path) as img:
         assert img.size == (720, 440) and len(img.getcolors(10000)) > 3
+
+
+def test_help_lists_only_public_commands():
+    from medvlsm_jax.bench import bench
+
+    text = bench.parser().format_help()
+    assert "SUPPRESS" not in text and "{models,data,epoch,curves}" in text and "worker " not in text
+    args = bench.worker_parser().parse_args(["{}", "rows.json"])  # the internal command still parses
+    assert args.rows_out == "rows.json" and args.func is bench.cmd_worker

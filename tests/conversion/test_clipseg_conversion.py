@@ -16,6 +16,7 @@ pytestmark = pytest.mark.torch
 
 import medvlsm_jax  # noqa: E402
 from medvlsm_jax.cli import convert as convert_cli  # noqa: E402
+from tests.torch_init import randomise_norms_and_biases  # noqa: E402
 
 PROMPTS = ["a polyp", "one medium pink round polyp, located in the top left of the image"]
 
@@ -43,6 +44,7 @@ def tiny_config(**kw):
 def _save_hf(config, path, seed=0, safe=True):
     torch.manual_seed(seed)
     model = transformers.CLIPSegForImageSegmentation(config).eval()
+    randomise_norms_and_biases(model, seed)
     model.save_pretrained(path, safe_serialization=safe)
     return model
 
@@ -116,7 +118,7 @@ def test_converter_lists_every_mismatch(tmp_path, capsys):
     sd["decoder.extra_head.weight"] = torch.zeros(3)
     sd["decoder.reduces.0.weight"] = torch.zeros(16, 31)
     save_file(sd, tmp_path / "model.safetensors")
-    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "1 missing key(s)" in err and "decoder.film_mul.bias" in err
     assert "1 unexpected key(s)" in err and "decoder.extra_head.weight" in err
@@ -125,9 +127,9 @@ def test_converter_lists_every_mismatch(tmp_path, capsys):
 
 
 def test_converter_errors_on_missing_files(tmp_path, capsys):
-    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "config.json not found" in capsys.readouterr().err
     _save_hf(tiny_config(), tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 1
+    assert convert_cli.main(["clipseg", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "no weights found" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from medvlsm_jax.data import io as data_io
+from medvlsm_jax.data import masks
 from medvlsm_jax.data.builders.base import RAW_DECODERS
 from medvlsm_jax.data.errors import DataError, DuplicateAnnotationsWarning
 from medvlsm_jax.data.registry import PAPER_DATASETS, get_spec
@@ -82,7 +83,7 @@ def test_builder_counts_and_prompts(built_real, name):
             assert decoded_prompts(rec) == as_lists(want["prompts"])
             assert rec["dataset"].decode() == name
             assert (rec["height"], rec["width"]) == SIZE
-            assert set(np.unique(data_io.decode_mask(rec["mask"]))) <= {0, 1}
+            assert set(np.unique(masks.opencv_gray(rec["mask"]))) <= {0, 255}
     if spec.test_only:
         assert set(builder.info.splits) == {"test"}
 
@@ -212,8 +213,8 @@ def test_odd_images_and_empty_masks_build(tmp_path):
     recs = read_split(builder, "train")
     for rec in recs:
         assert np.asarray(data_io.decode_image(rec["image"])).shape == (*SIZE, 3)
-    assert data_io.decode_mask(recs[2]["mask"]).max() == 0
-    assert data_io.decode_mask(recs[0]["mask"]).max() == 1
+    assert not masks.ground_truth(recs[2]["mask"]).any()
+    assert masks.ground_truth(recs[0]["mask"]).any()
 
 
 # ------------------------------------------------------------------------------- synthetic

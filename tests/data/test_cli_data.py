@@ -24,6 +24,6 @@ def test_list_info_and_build(tmp_path, capsys):
 
 def test_build_errors_are_reported(tmp_path, capsys):
     assert main(["build", "isic", "--manual_dir", str(tmp_path / "none"),
-                 "--data_dir", str(tmp_path / "d")]) == 1
+                 "--data_dir", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "manual dir" in err and "does not exist" in err and "ISIC" in err

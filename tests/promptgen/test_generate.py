@@ -63,11 +63,17 @@ def test_polyp_cli_writes_medvlsm_schema(polyp_dir, capsys):
 
 
 def test_stats_and_check_subcommands(polyp_dir, capsys):
-    out = polyp_dir / "anns"
-    generate_annotations("kvasir_polyp", polyp_dir / "images", polyp_dir / "masks", out)
-    assert main(["check", "kvasir_polyp", "--anns", str(out)]) == 0
-    assert "10/10" not in capsys.readouterr().out  # strings, not records, are counted
-    assert main(["stats", "kvasir_polyp", "--anns", str(out), "--compare", str(out)]) == 0
+    out_dir = polyp_dir / "anns"
+    generate_annotations("kvasir_polyp", polyp_dir / "images", polyp_dir / "masks", out_dir)
+    assert main(["check", "kvasir_polyp", "--anns", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    # strings, not records, are counted (every prompt string of the 10 records), all re-rendered
+    records = [json.loads(f.read_text()) for f in sorted(out_dir.glob("*.json"))]
+    strings = sum(len(v) if isinstance(v, list) else 1 for recs in records for r in recs
+                  for v in r["prompts"].values())
+    assert strings > 10
+    assert f"kvasir_polyp: {strings}/{strings} identical strings (100.00 %), 0 mismatches" in out
+    assert main(["stats", "kvasir_polyp", "--anns", str(out_dir), "--compare", str(out_dir)]) == 0
     text = capsys.readouterr().out
     assert "size" in text and "100.0% (10)" in text
 

@@ -91,3 +91,20 @@ def test_bad_arguments(tmp_path):
         write_synthetic_dataset(tmp_path, "synthetic_cats")
     with pytest.raises(ValueError, match="split sizes"):
         write_synthetic_dataset(tmp_path, "synthetic_us", 0, 0, 0)
+
+
+def test_prompts_cli_regenerates_the_synthetic_set_with_its_empty_masks(tmp_path, capsys):
+    """The synthetic sets legitimately hold images without lesion: medvlsm-prompts words them
+    "no polyp" without --allow-empty (a real dataset still needs the flag)."""
+    from medvlsm_jax.cli.prompts import main as prompts_main
+
+    root = write_synthetic_dataset(tmp_path, "synthetic_polyp", n_train=6, n_val=1, n_test=1, seed=0, size=(48, 48))
+    first = sorted((root / "masks").iterdir())[0]
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(first)  # an image without lesion
+    args = ["--images", str(root / "images"), "--masks", str(root / "masks"), "--out", str(tmp_path / "anns")]
+    assert prompts_main(["synthetic_polyp", *args]) == 0
+    records = sum((json.loads((tmp_path / "anns" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    assert any(is_empty_record(r["prompts"], get_dataset("synthetic_polyp").family) for r in records)
+    assert prompts_main(["kvasir_polyp", *args]) == 2
+    err = capsys.readouterr().err
+    assert "has no foreground (use --allow-empty" in err and err.count("\n") == 1

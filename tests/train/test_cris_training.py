@@ -6,6 +6,7 @@ import json
 
 import jax
 import numpy as np
+from PIL import Image
 
 from medvlsm_jax.config import load_config
 from medvlsm_jax.train import loop
@@ -40,8 +41,18 @@ def test_cris_paper_recipe_trains_with_two_learning_rates(tiny_data_dir, tmp_pat
 
 
 def test_cris_zeroshot_evaluates_without_training(tiny_data_dir, tmp_path):
-    out = loop.evaluate_zeroshot(cris_config(tiny_data_dir), str(tmp_path))
-    assert out["results"]["synthetic_polyp"]["per_dataset"]
+    c = cris_config(tiny_data_dir)
+    c.eval.write_masks = True
+    out = loop.evaluate_zeroshot(c, str(tmp_path))
+    result = out["results"]["synthetic_polyp"]
+    dice = result["per_dataset"]["synthetic_polyp"]["dice"]
+    assert dice["n"] == len(result["rows"]) == 4 and 0.0 <= dice["mean"] <= 1.0
+    assert np.mean([r["dice"] for r in result["rows"]]) == dice["mean"]
+    masks = tmp_path / "zeroshot" / "synthetic_polyp" / "masks"
+    for row in result["rows"]:  # saved at the original (40 x 52) size, not the model's 64 x 64
+        assert np.asarray(Image.open(masks / row["mask_name"])).shape == (40, 52)
+    results = json.loads((tmp_path / "zeroshot" / "results.json").read_text())
+    assert results["synthetic_polyp"]["dice"]["n"] == 4
 
 
 def test_cris_trains_at_352_through_the_one_size_setting(tiny_data_dir):

@@ -60,3 +60,26 @@ def test_plateau_schedule_matches_torch_reduce_lr_on_plateau():
         assert float(optim.schedule_scale(state)) == pytest.approx(topt.param_groups[0]["lr"], rel=1e-6)
     assert topt.param_groups[0]["lr"] < 0.05  # the sequence did trigger reductions
     assert optim.make_plateau(_tcfg()) is None
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_weight_decay_alone_shrinks_like_torch(name):
+    """Zero gradients isolate the decay: torch AdamW scales the weights by (1 - lr * wd) per
+    step; torch Adam adds wd * w to the gradient (Adam's normalised step then moves each weight
+    by about lr towards 0). Without decay nothing would move."""
+    w0 = np.linspace(-2.0, 2.0, 12, dtype=np.float32).reshape(4, 3) + 0.1
+    params = {"decoder": {"w": jnp.asarray(w0)}}
+    tx = optim.make_optimizer(_tcfg(optimizer=name, weight_decay=0.1, lr=1e-2), params, ("clip",))
+    state = tx.init(params)
+    tw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    topt = (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)([tw], lr=1e-2, weight_decay=0.1)
+    for _ in range(5):
+        updates, state = tx.update({"decoder": {"w": jnp.zeros_like(params["decoder"]["w"])}}, state, params)
+        params = optax.apply_updates(params, updates)
+        tw.grad = torch.zeros_like(tw)
+        topt.step()
+    got, want = np.asarray(params["decoder"]["w"]), tw.detach().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.abs(w0 - want).min() > 100 * 1e-6  # decay moved every weight well past the tolerance
+    if name == "adamw":
+        np.testing.assert_allclose(got, w0 * (1 - 1e-2 * 0.1) ** 5, rtol=1e-6)

@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tests.torch_init import randomise_norms_and_biases
 from tests.train.parity_steps import flax_steps
 from medvlsm_jax.conversion.clipseg import config_from_hf, convert
 
@@ -75,6 +76,7 @@ def setup(tmp_path_factory):
     src = tmp_path_factory.mktemp("hf")
     torch.manual_seed(0)
     model = transformers.CLIPSegForImageSegmentation(_hf_config())
+    randomise_norms_and_biases(model, 0)
     model.save_pretrained(src)
     init = tmp_path_factory.mktemp("init") / "clipseg"
     convert(str(src), str(init))
@@ -93,7 +95,10 @@ def test_three_adamw_steps_match_transformers(setup):
     convert(str(tmp), str(tmp / "converted"))
     ref = _converted_decoder(str(tmp / "converted"), overrides)
     assert set(ref) == set(params)
-    assert _max_abs_diff(params, ref) < 1e-5
+    # 3e-5: with random norms/biases a few near-zero gradient entries (decoder MLP/value
+    # kernels) carry float32 rounding that Adam's normalised step turns into ~1e-5 (measured
+    # 1.4e-5), against a move of ~3e-3. Weight decay itself is checked in test_optim.
+    assert _max_abs_diff(params, ref) < 3e-5
     moved = max(float(np.max(np.abs(params[k] - _converted_decoder(init, overrides)[k]))) for k in params)
     assert moved > 1e-4  # the steps did change the decoder
 

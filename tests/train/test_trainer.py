@@ -5,10 +5,12 @@ import csv
 import dataclasses
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import medvlsm_jax
 from medvlsm_jax.data.errors import DataError
@@ -27,7 +29,7 @@ def cached_run(tiny_data_dir, tmp_path_factory):
     return workdir, loop.train_and_evaluate(tiny_config(tiny_data_dir), str(workdir))
 
 
-def test_run_writes_results_checkpoints_and_loadable_export(cached_run):
+def test_run_writes_results_checkpoints_and_loadable_export(cached_run, tiny_data_dir):
     workdir, out = cached_run
     meta = out["meta"]
     assert meta["epoch"] == 2 and meta["step"] == 2 * SIZES["train"] // 4 and meta["stop_reason"] == "max_epochs"
@@ -39,6 +41,15 @@ def test_run_writes_results_checkpoints_and_loadable_export(cached_run):
     assert results["synthetic_polyp"]["dice"]["n"] == SIZES["test"]
     masks = os.listdir(workdir / "eval" / "synthetic_polyp" / "masks")
     assert len(masks) == SIZES["test"]
+    originals = pathlib.Path(tiny_data_dir).parent / "manual" / "synthetic_polyp" / "masks"
+    for row in rows:  # saved at the original size, scored against the original mask
+        pred = np.asarray(Image.open(workdir / "eval" / "synthetic_polyp" / "masks" / row["mask_name"])) > 0
+        gt = np.asarray(Image.open(originals / row["mask_name"]).convert("L")) > 0
+        assert pred.shape == gt.shape == (40, 52)
+        union = pred.sum() + gt.sum()
+        want = 2 * np.logical_and(pred, gt).sum() / union if union else 1.0
+        assert float(row["dice"]) == pytest.approx(want, abs=1e-5)
+    assert results["synthetic_polyp"]["dice"]["mean"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert (workdir / "metrics.jsonl").read_text().count("train/loss") == meta["step"]
     assert os.listdir(workdir / "tensorboard")
     seg = medvlsm_jax.load(out["export"])

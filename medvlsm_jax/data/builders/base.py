@@ -4,7 +4,8 @@ Records are written to ArrayRecord in annotation order (``disable_shuffling``), 
 of a split is entry ``i`` of its annotation file(s); read them back with
 ``builder.as_data_source()``. TFDS's ``Image`` feature would encode numpy arrays with
 TensorFlow, so the builder hands it encoded bytes (see :func:`medvlsm_jax.data.io.image_bytes`)
-and readers skip TFDS decoding and decode with PIL themselves.
+and readers skip TFDS decoding and decode with PIL themselves. Masks are the mask files' own
+bytes (:func:`medvlsm_jax.data.io.mask_bytes`), decoded at use by :mod:`medvlsm_jax.data.masks`.
 """
 
 from __future__ import annotations
@@ -60,31 +61,60 @@ def find_duplicate_annotations(
     return pairs
 
 
-def load_annotations(path: pathlib.Path, spec: DatasetSpec) -> list[dict[str, Any]]:
-    """Parse and validate one annotation file against the dataset's prompt keys."""
+def check_annotations(path: pathlib.Path, spec: DatasetSpec
+                      ) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """Parse one annotation file and validate every record against the dataset's prompt keys:
+    ``([(index, record), ...] of the valid records, [problem, ...])``, every problem reported."""
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{spec.name}: cannot read annotation file {path}: {err}") from err
+        return [], [f"{spec.name}: cannot read annotation file {path}: {err}"]
     if not isinstance(records, list):
-        raise DataError(f"{spec.name}: {path} must hold a JSON list of records")
+        return [], [f"{spec.name}: {path} must hold a JSON list of records"]
     expected = set(spec.prompt_keys)
+    valid, problems = [], []
     for i, rec in enumerate(records):
         where = f"{spec.name}: {path} record {i}"
         if not isinstance(rec, dict) or not all(
                 isinstance(rec.get(k), str) for k in ("img_name", "mask_name")):
-            raise DataError(f"{where}: needs string fields img_name and mask_name")
+            problems.append(f"{where}: needs string fields img_name and mask_name")
+            continue
         prompts = rec.get("prompts")
         if not isinstance(prompts, dict) or set(prompts) != expected:
             have = sorted(prompts) if isinstance(prompts, dict) else prompts
-            raise DataError(f"{where}: prompts must have exactly the keys "
+            problems.append(f"{where}: prompts must have exactly the keys "
                             f"{list(spec.prompt_keys)}, found {have}")
-        for key, value in prompts.items():
-            if not (isinstance(value, str) or (isinstance(value, list) and value
-                                               and all(isinstance(v, str) for v in value))):
-                raise DataError(f"{where}: prompt {key} must be a string or a non-empty list "
-                                f"of strings, got {value!r}")
-    return records
+            continue
+        bad = [f"{where}: prompt {key} must be a string or a non-empty list of strings, got {value!r}"
+               for key, value in prompts.items()
+               if not (isinstance(value, str) or (isinstance(value, list) and value
+                                                  and all(isinstance(v, str) for v in value)))]
+        problems += bad
+        if not bad:
+            valid.append((i, rec))
+    return valid, problems
+
+
+def load_annotations(path: pathlib.Path, spec: DatasetSpec) -> list[dict[str, Any]]:
+    """Parse and validate one annotation file; raises a DataError naming its first problem."""
+    valid, problems = check_annotations(path, spec)
+    if problems:
+        raise DataError(problems[0])
+    return [rec for _, rec in valid]
+
+
+#: Problems of a source listed in a build error (the total is always given).
+MAX_PROBLEMS = 20
+
+
+def problems_error(name: str, root: pathlib.Path, problems: list[str]) -> DataError:
+    """One DataError listing the first :data:`MAX_PROBLEMS` problems of a source and their total."""
+    shown = problems[:MAX_PROBLEMS]
+    more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    head = (f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the source {root}"
+            f"{f' (the first {len(shown)} below)' if more else ''}; nothing was built or replaced. "
+            "Fix them and rerun:")
+    return DataError(head + "".join(f"\n  {p}" for p in shown) + more)
 
 
 def prompt_lists(prompts: Mapping[str, str | list[str]]) -> dict[str, list[str]]:
@@ -95,8 +125,12 @@ def prompt_lists(prompts: Mapping[str, str | list[str]]) -> dict[str, list[str]]
 class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base builder: subclasses set ``name`` (a key of the registry) and nothing else."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "2.0.0": "Masks stored losslessly (the file's own bytes) instead of binarised at > 127.5; "
+                 "training targets and scoring ground truths are derived at use.",
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         explicit_name = cls.__dict__.get("name")  # read before TFDS fills in a default
@@ -115,6 +149,17 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("file_format", FILE_FORMAT)
         super().__init__(**kwargs)
+        #: Every problem met while generating (bad records are skipped, so one pass finds them
+        #: all); :func:`medvlsm_jax.data.sources.build_dataset` refuses a build that has any.
+        self.problems: list[str] = []
+        self.source_root: pathlib.Path | None = None
+
+    def _log_download_bytes(self) -> None:
+        """TFDS prints "Downloading and preparing dataset"; nothing is downloaded here (the
+        build is logged by :func:`medvlsm_jax.data.sources.build_dataset`)."""
+
+    def _log_download_done(self) -> None:
+        """TFDS prints "downloaded and prepared"; see :meth:`_log_download_bytes`."""
 
     @property
     def spec(self) -> DatasetSpec:
@@ -125,7 +170,8 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         prompts = {k: tfds.features.Sequence(tfds.features.Text()) for k in spec.prompt_keys}
         features = tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(None, None, 3)),
-            "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+            # the mask file's own bytes (JPEG or PNG, any mode): see medvlsm_jax.data.masks
+            "mask": tfds.features.Image(shape=(None, None, None)),
             "prompts": tfds.features.FeaturesDict(prompts),
             "img_name": tfds.features.Text(),
             "mask_name": tfds.features.Text(),
@@ -160,6 +206,7 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = dataset_root(pathlib.Path(dl_manager.manual_dir), self.name)
+        self.source_root = root
         spec = self.spec
         available = {}
         for split, sources in spec.splits.items():
@@ -170,11 +217,28 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 log.warning("%s: no %s split (%s absent from %s)", self.name, split,
                             ", ".join(missing), root / "anns")
             else:
-                raise DataError(f"{self.name}: annotation file(s) {', '.join(missing)} missing "
-                                f"from {root / 'anns'} (needed for the {split} split)")
+                self.problems.append(f"{self.name}: annotation file(s) {', '.join(missing)} missing "
+                                     f"from {root / 'anns'} (needed for the {split} split)")
         self._check_duplicates(root, available)
-        return {split: self._generate_examples(root, sources)
+        if not available:
+            raise problems_error(self.name, root, self.problems)
+        self._pending = dict(available)
+        return {split: self._generate_split(root, split, sources)
                 for split, sources in available.items()}
+
+    def _generate_split(self, root: pathlib.Path, split: str, sources: tuple[SplitSource, ...]
+                        ) -> Iterator[tuple[str, dict[str, Any]]]:
+        yielded = 0
+        for key_example in self._generate_examples(root, sources):
+            yielded += 1
+            yield key_example
+        self._pending.pop(split, None)
+        if not yielded and self.problems:
+            # TFDS stops at an empty split: check the splits not generated yet, then report all
+            for other in list(self._pending.values()):
+                for _ in self._generate_examples(root, other):
+                    pass
+            raise problems_error(self.name, root, self.problems)
 
     def _check_duplicates(self, root: pathlib.Path,
                           splits: Mapping[str, tuple[SplitSource, ...]]) -> None:
@@ -187,7 +251,8 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         for p, q in find_duplicate_annotations(own, others):
             message = f"{self.name}: annotation file {p} is byte-identical to {q}"
             if q in own:
-                raise DataError(message)
+                self.problems.append(message)
+                continue
             warnings.warn(message, DuplicateAnnotationsWarning, stacklevel=2)
             log.warning(message)
 
@@ -196,9 +261,16 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         index = 0
         for source in sources:
             ann_path = root / "anns" / source.ann_file
-            for i, rec in enumerate(load_annotations(ann_path, self.spec)):
+            records, problems = check_annotations(ann_path, self.spec)
+            self.problems += problems
+            for i, rec in records:
                 where = f"{self.name}: {ann_path} record {i}"
-                yield f"{source.ann_file}:{i:07d}", self._example(root, source, rec, index, where)
+                try:
+                    example = self._example(root, source, rec, index, where)
+                except DataError as err:  # reported with the others once the pass is done
+                    self.problems.append(str(err))
+                    continue
+                yield f"{source.ann_file}:{i:07d}", example
                 index += 1
 
     def _example(self, root: pathlib.Path, source: SplitSource, rec: Mapping[str, Any],
@@ -207,15 +279,15 @@ class MedvlsmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         mask_path = root / source.masks_dir / rec["mask_name"]
         try:
             image, (height, width) = data_io.image_bytes(img_path)
-            mask = data_io.read_mask(mask_path)
+            mask, mask_hw = data_io.mask_bytes(mask_path)
         except DataError as err:
             raise DataError(f"{where}: {err}") from err
-        if mask.shape != (height, width):
-            raise DataError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} "
+        if mask_hw != (height, width):
+            raise DataError(f"{where}: mask {mask_path} is {mask_hw[1]}x{mask_hw[0]} "
                             f"(WxH) but image {img_path} is {width}x{height}")
         return {
             "image": image,
-            "mask": data_io.encode_png(mask.astype(np.uint8)),
+            "mask": mask,
             "prompts": prompt_lists(rec["prompts"]),
             "img_name": rec["img_name"],
             "mask_name": rec["mask_name"],
