@@ -86,7 +86,8 @@ def evaluate_swapped(run: Run, state: Any, out_dir: str, swap: dict[str, Any]) -
                                 run.tokenizer, text.max_length if text is not None else 0)
         res = evaluate_lib.evaluate_loader(
             loop.predictor(run, state), swapped, split="test", data_dir=c.data.data_dir or None,
-            threshold=run.threshold, resize_mode=c.eval.resize, out_dir=os.path.join(out_dir, name),
+            threshold=run.threshold, resize_mode=c.eval.resize, gt_threshold=c.eval.get("gt_threshold", 0),
+            out_dir=os.path.join(out_dir, name),
             write_masks=False, with_hd95=c.eval.hd95, progress=False)
         res["swap_counts"] = {"swapped": swapped.swapped, "unchanged": swapped.unchanged}
         results[name] = res
