@@ -75,6 +75,9 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "progress": True,
         "cache": "auto",  # frozen-encoder feature cache: auto (on when frozen) | off | host | device
         "cache_max_gb": 8.0,
+        # persistent XLA compilation cache (medvlsm_jax.train.compile_cache): a folder, "workdir"
+        # (<workdir>/xla_cache) or "" (off); a rerun or resume then compiles nothing
+        "compile_cache": "~/.cache/medvlsm-jax/xla",
     })
     c.eval = ml_collections.ConfigDict({
         "batch_size": 16,

@@ -24,6 +24,7 @@ The run itself (model, contract, optimiser, jitted steps) is built by
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from medvlsm_jax.data import registry as data_registry
 from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
 from medvlsm_jax.train import checkpoint as ckpt_lib
+from medvlsm_jax.train import compile_cache
 from medvlsm_jax.train import optim
 from medvlsm_jax.train import sharding as shd
 from medvlsm_jax.train.cache import FeatureCache
@@ -188,6 +190,7 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
                 meta["done"], meta["stop_reason"] = True, reason
                 break
             start, epoch_loss, seen = time.time(), 0.0, 0
+            compiles = compile_cache.counters()
             first = meta["step"] - meta["epoch"] * steps_per_epoch
             bar = tqdm.tqdm(total=(steps_per_epoch - first) * tcfg.batch_size, unit="img", unit_scale=True,
                             desc=f"epoch {meta['epoch'] + 1}", disable=not (lead and tcfg.progress), leave=False)
@@ -218,6 +221,7 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
             val = validate(run, cache, state, make_loader(run, c.data.dataset, "val", c.eval.batch_size, train=False))
             state, improved = _end_of_epoch(run, state, meta, val, epoch_loss / max(seen, 1), time.time() - start)
             h = meta["history"][-1]
+            h["compile_s"] = compile_cache.since(compiles)["seconds"]  # of h["seconds"]: building executables
             writer.write(meta["step"], {"val/loss": h["val_loss"], "val/dice": h["val_dice"],
                                         "val/iou": h["val_iou"], "train/epoch_loss": h["train_loss"],
                                         "lr_scale": h["lr_scale"]})
@@ -281,27 +285,45 @@ def ensure_synthetic(config: Any) -> None:
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    """Finetunes per ``config`` in ``workdir`` (resuming), exports the best model, tests it."""
+    """Finetunes per ``config`` in ``workdir`` (resuming), exports the best model, tests it.
+    ``<workdir>/run_stats.json``: seconds per phase and what was compiled (executables built,
+    persistent-cache hits, compile seconds; :mod:`medvlsm_jax.train.compile_cache`)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    compile_cache.setup(config, workdir)
+    compiles, t0 = compile_cache.counters(), time.perf_counter()
+    phases = {}
     run = build_run(config)
     ensure_synthetic(config)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     cache = make_cache(run)
+    phases["build_s"], t = time.perf_counter() - t0, time.perf_counter()
     state, meta = train(run, workdir, cache)
+    phases["train_s"], t = time.perf_counter() - t, time.perf_counter()
     export_dir = os.path.join(workdir, "export")
     if jax.process_index() == 0:
         export(run, state, export_dir, {"dataset": config.data.dataset, "prompt": config.data.prompt,
                                         "best_epoch": meta["best_epoch"], "best_val_dice": meta["best_dice"]})
+    phases["export_s"], t = time.perf_counter() - t, time.perf_counter()
     results = evaluate_test(run, state, os.path.join(workdir, "eval"), cache) if config.eval.after_training else {}
-    return {"meta": meta, "export": export_dir, "results": results, "state": state, "run": run, "cache": cache}
+    phases["test_s"] = time.perf_counter() - t
+    stats = {"phases": phases, "total_s": time.perf_counter() - t0, "compile": compile_cache.since(compiles),
+             "compile_cache_dir": jax.config.jax_compilation_cache_dir}
+    log.info("compiled %d executables (%d more loaded from the persistent cache) in %.1fs",
+             stats["compile"]["compiled"], stats["compile"]["cache_hits"], stats["compile"]["seconds"])
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "run_stats.json"), "w") as f:
+            json.dump(stats, f, indent=2)
+    return {"meta": meta, "export": export_dir, "results": results, "state": state, "run": run, "cache": cache,
+            "stats": stats}
 
 
 def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
     """Tests the best (else latest) checkpoint of ``workdir``; results go to ``<workdir>/eval``."""
     workdir = os.path.abspath(workdir)
+    compile_cache.setup(config, workdir)
     run = build_run(config, training=False)
     ensure_synthetic(config)
     ckpts = ckpt_lib.Checkpoints(workdir)
@@ -318,6 +340,7 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
 def evaluate_zeroshot(config: Any, workdir: str) -> dict[str, Any]:
     """Tests the ``model.init`` weights without training; results go to ``<workdir>/zeroshot``."""
     workdir = os.path.abspath(workdir)
+    compile_cache.setup(config, workdir)
     run = build_run(config, training=False)
     if not run.spec.zeroshot:
         raise ValueError(f"zero-shot evaluation is not defined for model {run.family!r} (its decoder is "
