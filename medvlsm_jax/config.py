@@ -72,6 +72,10 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "max_steps": 0,  # 0: no limit
         "checkpoint_every_steps": 0,  # 0: end of each epoch only
         "log_every_steps": 10,
+        # read losses back every N steps (1: each step waits for the device; 0: only at the end
+        # of the epoch and before a checkpoint, so the host runs ahead of the device). A
+        # non-finite loss is still caught, named by its step, before anything is saved
+        "sync_every": 1,
         "progress": True,
         "cache": "auto",  # frozen-encoder feature cache: auto (on when frozen) | off | host | device
         "cache_max_gb": 8.0,

@@ -194,27 +194,44 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
             first = meta["step"] - meta["epoch"] * steps_per_epoch
             bar = tqdm.tqdm(total=(steps_per_epoch - first) * tcfg.batch_size, unit="img", unit_scale=True,
                             desc=f"epoch {meta['epoch'] + 1}", disable=not (lead and tcfg.progress), leave=False)
+            pending = []  # (step, device outputs) not yet read back: see train.sync_every
+
+            def flush():
+                """Reads the pending steps' outputs back (one transfer), checks the losses."""
+                nonlocal epoch_loss, seen
+                if not pending:
+                    return
+                outs = jax.device_get([o for _, o in pending])
+                for (step, _), out in zip(pending, outs):
+                    loss = float(out["loss"])
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at step {step} (epoch {meta['epoch'] + 1}); stopping. "
+                            f"The last good checkpoint (step {ckpts.latest.latest_step()}) in "
+                            f"{ckpts.latest.directory} is left intact")
+                    epoch_loss, seen = epoch_loss + loss, seen + 1
+                    if step % tcfg.log_every_steps == 0:
+                        writer.write(step, {"train/loss": loss, "train/dice": float(out["dice"]),
+                                            "train/grad_norm": float(out["grad_norm"])})
+                bar.update(tcfg.batch_size * len(pending))
+                bar.set_postfix(loss=f"{loss:.4f}")
+                pending.clear()
+
+            sync_every = tcfg.get("sync_every", 1)
             for _ in range(first, steps_per_epoch):
                 batch = next(data_iter)
                 state, out = run.steps.train(state, run.frozen, model_inputs(run, cache, "train", batch, state))
-                loss = float(out["loss"])  # waits for the step
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {meta['step'] + 1} (epoch {meta['epoch'] + 1}); stopping. "
-                        f"The last good checkpoint (step {ckpts.latest.latest_step()}) in "
-                        f"{ckpts.latest.directory} is left intact")
                 meta["step"] += 1
-                epoch_loss, seen = epoch_loss + loss, seen + 1
-                bar.update(tcfg.batch_size)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                if meta["step"] % tcfg.log_every_steps == 0:
-                    writer.write(meta["step"], {"train/loss": loss, "train/dice": float(out["dice"]),
-                                                "train/grad_norm": float(out["grad_norm"])})
+                pending.append((meta["step"], out))
+                if sync_every and len(pending) >= sync_every:
+                    flush()  # waits for the step
                 if tcfg.max_steps and meta["step"] >= tcfg.max_steps:
                     break
                 epoch_end = meta["step"] % steps_per_epoch == 0  # saved after validation instead
                 if tcfg.checkpoint_every_steps and meta["step"] % tcfg.checkpoint_every_steps == 0 and not epoch_end:
+                    flush()  # never save a state past a non-finite loss
                     save_latest()
+            flush()
             bar.close()
             if meta["step"] - meta["epoch"] * steps_per_epoch < steps_per_epoch:
                 continue  # stopped mid-epoch by max_steps
@@ -310,7 +327,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     results = evaluate_test(run, state, os.path.join(workdir, "eval"), cache) if config.eval.after_training else {}
     phases["test_s"] = time.perf_counter() - t
     stats = {"phases": phases, "total_s": time.perf_counter() - t0, "compile": compile_cache.since(compiles),
-             "compile_cache_dir": jax.config.jax_compilation_cache_dir}
+             "compile_cache_dir": jax.config.jax_compilation_cache_dir, "epochs": meta["history"],
+             "feature_cache": cache.stats() if cache is not None else None}
     log.info("compiled %d executables (%d more loaded from the persistent cache) in %.1fs",
              stats["compile"]["compiled"], stats["compile"]["cache_hits"], stats["compile"]["seconds"])
     if jax.process_index() == 0:
