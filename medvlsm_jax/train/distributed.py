@@ -51,10 +51,12 @@ class Launch:
     num_processes: int | None
     process_id: int | None
     source: str  # "flags/env", "slurm" or "ompi"
+    local_device_ids: tuple[int, ...] | None = None
 
     def kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in (("coordinator_address", self.coordinator_address),
-                                  ("num_processes", self.num_processes), ("process_id", self.process_id))
+                                  ("num_processes", self.num_processes), ("process_id", self.process_id),
+                                  ("local_device_ids", self.local_device_ids))
                 if v is not None}
 
 
@@ -98,11 +100,14 @@ def resolve_launch(coordinator_address: str | None = None, num_processes: int | 
             raise LaunchError("launched by mpirun without the ORTE URI JAX detects Open MPI by (Open MPI 5): "
                               f"give --coordinator_address=HOST_OF_RANK_0:PORT (or {ENV['coordinator_address']})")
         return Launch(None, None, None, cluster)
+    local = None
     if cluster == "ompi":  # Open MPI tells rank and size; the address may come from the user
         given["num_processes"] = given["num_processes"] or _int(environ["OMPI_COMM_WORLD_SIZE"],
                                                                 "OMPI_COMM_WORLD_SIZE")
         if given["process_id"] is None and "OMPI_COMM_WORLD_RANK" in environ:
             given["process_id"] = _int(environ["OMPI_COMM_WORLD_RANK"], "OMPI_COMM_WORLD_RANK")
+        if "OMPI_MCA_orte_hnp_uri" not in environ and environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "").isdigit():
+            local = (int(environ["OMPI_COMM_WORLD_LOCAL_RANK"]),)  # one GPU per rank, as JAX does for ORTE
     missing = [k for k, v in given.items() if v is None]
     if missing and cluster is None:
         have = " and ".join(f"{origin[k]}={given[k]}" for k in set_keys)
@@ -119,7 +124,7 @@ def resolve_launch(coordinator_address: str | None = None, num_processes: int | 
         raise LaunchError(f"{origin['coordinator_address']}={addr!r} must be HOST:PORT (the host of process 0)")
     if n == 1 and cluster is None:
         return None
-    return Launch(addr, n, i, "flags/env" if cluster is None else cluster)
+    return Launch(addr, n, i, "flags/env" if cluster is None else cluster, local)
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

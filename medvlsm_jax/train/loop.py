@@ -133,7 +133,7 @@ def predictor(run: Run, state: TrainState, cache: FeatureCache | None = None
 
 def _initial_meta() -> dict[str, Any]:
     return {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "es_best": -1.0, "bad_epochs": 0,
-            "history": [], "done": False, "stop_reason": ""}
+            "history": [], "done": False, "stop_reason": "", "processes": jax.process_count()}
 
 
 def _should_stop(tcfg: Any, meta: dict[str, Any]) -> str:
@@ -209,6 +209,9 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
         restored = resume(ckpts, state, run.replicated)
         if restored is not None:
             state, meta, data_state = restored
+            if meta.setdefault("processes", jax.process_count()) != jax.process_count():
+                raise ValueError(f"{ckpts.root} was written by {meta['processes']} processes; resume it with "
+                                 f"{meta['processes']} (its data-iterator position is per process)")
             data_iter.set_state(data_state)
         if before_training is not None:
             before_training()

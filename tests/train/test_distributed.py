@@ -35,8 +35,9 @@ def test_clusters_are_left_to_jax_detection():
     ompi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1", "OMPI_MCA_orte_hnp_uri": "1.0;tcp://h:1"}
     assert resolve_launch(environ=ompi) == Launch(None, None, None, "ompi")
     # Open MPI 5 has no ORTE URI: the address comes from the user, rank and size from mpirun
-    ompi5 = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}
-    assert resolve_launch("h:5", environ=ompi5) == Launch("h:5", 2, 1, "ompi")
+    ompi5 = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
+    assert resolve_launch("h:5", environ=ompi5) == Launch("h:5", 2, 1, "ompi", (1,))
+    assert resolve_launch("h:5", environ=ompi5).kwargs()["local_device_ids"] == (1,)
     with pytest.raises(LaunchError, match="--coordinator_address=HOST_OF_RANK_0:PORT"):
         resolve_launch(environ=ompi5)
     # a user-chosen address under SLURM: JAX fills in the rest
