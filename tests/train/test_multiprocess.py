@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,3 +178,16 @@ def test_kill_one_process_then_relaunch_both_resumes(runs, tiny_data_dir):  # no
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert ((runs["two"] / "eval" / "per_image.csv").read_text()
             == (workdir / "eval" / "per_image.csv").read_text())
+
+
+def test_resuming_with_another_process_count_is_an_error(runs, tiny_data_dir, tmp_path):  # noqa: F811
+    from medvlsm_jax.config import load_config
+    from medvlsm_jax.train import loop
+    from medvlsm_jax.train.run import build_run
+
+    shutil.copytree(runs["two"] / "checkpoints", tmp_path / "checkpoints")
+    config = load_config("clipseg:dataset=synthetic_polyp,prompt=p2,variant=tiny,image_size=32,loss=corrected")
+    config.data.data_dir = tiny_data_dir
+    config.train.update(batch_size=BATCH, num_epochs=EPOCHS + 1, min_epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"was written by 2 processes; resume it with 2 \(its data-iterator"):
+        loop.train(build_run(config), str(tmp_path))
