@@ -43,9 +43,9 @@ def parse_layout(text: str) -> tuple[int, int]:
     try:
         p, d = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--layouts: {text!r} is not PROCESSESxDEVICES, e.g. 2x1") from None
+        raise ValueError(f"--layouts: {text!r} is not PROCESSESxDEVICES, e.g. 2x1") from None
     if p < 1 or d < 1:
-        raise SystemExit(f"--layouts: {text!r} needs at least one process and one device")
+        raise ValueError(f"--layouts: {text!r} needs at least one process and one device")
     return p, d
 
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     layouts = [parse_layout(x) for x in args.layouts.split(",") if x.strip()]
     bad = [f"{p}x{d}" for p, d in layouts if args.batch % (p * d)]
     if bad:
-        raise SystemExit(f"--batch {args.batch} does not split over layouts {bad}")
+        raise ValueError(f"--batch {args.batch} does not split over layouts {bad}")
     spec = {k: getattr(args, k) for k in ("model", "variant", "mode", "batch", "size", "warmup", "iters")}
     rows = []
     for p, d in layouts:

@@ -11,13 +11,14 @@ import pytest
 from medvlsm_jax.bench import bench, bench_processes
 
 
-def test_layouts_parse_and_bad_ones_are_one_line_errors():
+def test_layouts_parse_and_bad_ones_are_one_line_errors(capsys):
     assert bench_processes.parse_layout("2x1") == (2, 1) and bench_processes.parse_layout("1X4") == (1, 4)
     for bad in ("2", "0x1", "axb"):
-        with pytest.raises(SystemExit, match="--layouts"):
+        with pytest.raises(ValueError, match="--layouts"):
             bench_processes.parse_layout(bad)
-    with pytest.raises(SystemExit, match=r"--batch 3 does not split over layouts \['1x2', '2x1'\]"):
-        bench.main(["processes", "--layouts", "1x1,1x2,2x1", "--batch", "3", "--no-write"])
+    assert bench.main(["processes", "--layouts", "1x1,1x2,2x1", "--batch", "3", "--no-write"]) == 2
+    assert capsys.readouterr().err == ("medvlsm-bench: error: --batch 3 does not split over layouts "
+                                       "['1x2', '2x1']\n")
 
 
 def test_efficiency_against_one_device_and_one_process():
@@ -34,9 +35,10 @@ def test_efficiency_against_one_device_and_one_process():
 
 
 def test_two_processes_measure_one_row(tmp_path):
-    """Two real processes (gloo on localhost), one simulated CPU device each."""
-    result = bench.main(["processes", "--layouts", "2x1", "--mode", "frozen", "--size", "32", "--batch", "4",
-                         "--warmup", "0", "--iters", "1", "--timeout", "420", "--out", str(tmp_path)])
+    """Two real processes (gloo on localhost), one simulated CPU device each (``medvlsm-bench
+    processes`` hands its arguments to ``bench_processes.main``, which returns the result)."""
+    result = bench_processes.main(["--layouts", "2x1", "--mode", "frozen", "--size", "32", "--batch", "4",
+                                   "--warmup", "0", "--iters", "1", "--timeout", "420", "--out", str(tmp_path)])
     (row,) = result["rows"]
     assert "error" not in row, row
     assert (row["processes"], row["devices_per_process"], row["devices"], row["batch"]) == (2, 1, 2, 4)

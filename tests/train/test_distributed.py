@@ -68,9 +68,9 @@ def test_main_reports_a_half_specified_launch_in_one_line(tmp_path):
     env.pop("JAX_PROCESS_ID", None)
     res = subprocess.run([sys.executable, "-m", "medvlsm_jax.main", "--config=configs/demo.py",
                           f"--workdir={tmp_path}"], cwd=ROOT, env=env, timeout=120, capture_output=True, text=True)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
-        "error: half-specified multi-process launch: JAX_COORDINATOR_ADDRESS=localhost:1234 without "
+        "medvlsm-train: error: half-specified multi-process launch: JAX_COORDINATOR_ADDRESS=localhost:1234 without "
         "--num_processes (or JAX_NUM_PROCESSES) and --process_id (or JAX_PROCESS_ID); give all three, "
         "or none for one process")
     assert not list(tmp_path.iterdir())

@@ -10,6 +10,7 @@ relaunch after the kill does not compile again.
 from __future__ import annotations
 
 import filecmp
+import math
 import os
 import pathlib
 import shutil
@@ -28,7 +29,7 @@ from tests.train.conftest import SIZES, tiny_data_dir  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS, BATCH = 4, 4
-STEPS = EPOCHS * (SIZES["train"] // BATCH)
+STEPS = EPOCHS * math.ceil(SIZES["train"] / BATCH)
 TIMEOUT = 420  # seconds per launch (a loaded CI machine is many times slower than a quiet one)
 
 
