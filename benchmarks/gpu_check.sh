@@ -5,7 +5,7 @@
 # MiB): only the distributions the box lacks are installed, into a folder put on PYTHONPATH
 # (--site; nothing installed system-wide, no venv). Then `medvlsm-bench suite` runs the rows
 # most important first (bf16 train steps vs PyTorch AMP, then the paper's 90-epoch headline run,
-# ...) under the time left of --budget, writing each row as soon as it is measured. The headline
+# the forward, ...) under the time left of --budget, writing each row as soon as it is measured. The headline
 # data set is written in the background meanwhile. Results: benchmarks/results/<date>_<gpu>/
 # (suite.md, suite.json, suite_rows.jsonl, profile/), tarred into $OUT/gpu_check.tar.gz when $OUT
 # is set.
@@ -29,7 +29,7 @@ WHEELS="$HERE/wheels/gpu-wheels-cp312.tar.xz"
 SITE="$ROOT/.gpu-site"
 RESULTS=""
 # the suite's rows (medvlsm_jax/bench/suite.py rows_for), most important first
-ROWS=(frozen-bf16 full-bf16 inference-bf16 headline attention-numerics inference-bf16-torch-compile
+ROWS=(frozen-bf16 full-bf16 headline inference-bf16 attention-numerics inference-bf16-torch-compile
       full-bf16-attention-xla full-bf16-b128 compile-scan-vs-unrolled frozen-fp32 full-fp32 inference-fp32
       headline-rerun cris-fp32)
 
@@ -64,7 +64,7 @@ if [[ -f "$WHEELS" ]]; then
     log "carried wheels already installed in $SITE"
   else
     TMPW="$(mktemp -d)"
-    tar -xJf "$WHEELS" -C "$TMPW"
+    "$PYTHON" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$WHEELS" "$TMPW"
     # distributions the box lacks (by name; the box's own versions are kept)
     mapfile -t MISSING < <("$PYTHON" - "$TMPW" <<'PYEOF'
 import glob, importlib.metadata as md, os, re, sys
@@ -78,9 +78,23 @@ PYEOF
 )
     log "installing ${#MISSING[@]} missing distributions into $SITE (of $(find "$TMPW" -name '*.whl' | wc -l) carried)"
     rm -rf "$SITE" && mkdir -p "$SITE"
-    if (( ${#MISSING[@]} )); then
+    if (( ${#MISSING[@]} )) && "$PYTHON" -m pip --version >/dev/null 2>&1; then
       "$PYTHON" -m pip install --quiet --no-deps --no-index --no-compile --disable-pip-version-check \
         --target "$SITE" "${MISSING[@]}"
+    elif (( ${#MISSING[@]} )); then  # no pip: a wheel is a zip of the installed tree
+      "$PYTHON" - "$SITE" "${MISSING[@]}" <<'PYEOF'
+import os, shutil, sys, zipfile
+site = sys.argv[1]
+for whl in sys.argv[2:]:
+    with zipfile.ZipFile(whl) as z:
+        z.extractall(site)
+for d in os.listdir(site):  # <dist>.data/{purelib,platlib} belong at the top
+    if d.endswith(".data"):
+        for sub in ("purelib", "platlib"):
+            src = os.path.join(site, d, sub)
+            if os.path.isdir(src):
+                shutil.copytree(src, site, dirs_exist_ok=True)
+PYEOF
     fi
     printf '%s\n' "${MISSING[@]##*/}" > "$STAMP"
     rm -rf "$TMPW"

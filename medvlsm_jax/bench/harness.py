@@ -146,6 +146,7 @@ class Compiled:
     bytes_per_device: int | None  # XLA's static estimate: arguments + outputs + temps - aliased
     compiled_flops: float | None = None  # the compiled executable's own count (x devices), for comparison
     lower_s: float = 0.0  # of compile_s, the tracing + lowering
+    compile_cpu_s: float = 0.0  # CPU seconds of this process over the lower + compile (robust to a busy host)
 
 
 def _cost_flops(analysis: Any) -> float | None:
@@ -174,11 +175,11 @@ def compile_jax(fn: Callable, *args, n_devices: int | None = None, flops: bool =
     """Lowers and compiles ``fn`` (a ``jax.jit`` result, or a function to jit) for ``args``; FLOPs
     from :func:`count_flops` (``flops=False``: not counted)."""
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lowered = jitted.lower(*args)
     lower_s = time.perf_counter() - t0
     compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
+    compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     n_devices = n_devices or jax.device_count()
     compiled_flops = mem = None
     try:
@@ -193,7 +194,7 @@ def compile_jax(fn: Callable, *args, n_devices: int | None = None, flops: bool =
     except Exception:  # noqa: BLE001 - memory analysis is best-effort on some backends
         pass
     total = count_flops(jitted, *args) if flops else None
-    return Compiled(compiled, compile_s, total, mem, compiled_flops, lower_s)
+    return Compiled(compiled, compile_s, total, mem, compiled_flops, lower_s, compile_cpu_s)
 
 
 def time_steps(step: Callable[[], Any], *, batch: int, warmup: int = 2, iters: int = 10,
@@ -216,7 +217,8 @@ def summarize_jax(times: dict[str, float], compiled: Sequence[Compiled], *, batc
     """Timing + compile time + FLOPs/MFU + memory of a step made of ``compiled`` executables."""
     flops = [c.flops for c in compiled]
     mems = [c.bytes_per_device for c in compiled]
-    out = dict(times, compile_s=sum(c.compile_s for c in compiled), compiles=len(compiled))
+    out = dict(times, compile_s=sum(c.compile_s for c in compiled), compiles=len(compiled),
+               compile_cpu_s=sum(c.compile_cpu_s for c in compiled))
     out.update(flops_fields(sum(flops) if all(flops) else None, times["median_s"], batch, dtype, n_devices))
     xla = [c.compiled_flops for c in compiled]
     out["xla_compiled_gflops_per_img"] = sum(xla) / batch / 1e9 if all(xla) else None

@@ -4,7 +4,8 @@ CLIPSeg, paper recipe (Adam 1e-3, batch 16, frozen CLIP encoders, the frozen-fea
 on a Kvasir-sized synthetic set — 800 / 100 / 100 images at Kvasir-SEG's typical original sizes
 (JPEG images from about 500x330 to 1920x1072, PNG masks) — for 90 epochs with validation every
 epoch, then the test split scored at the original resolution. The run is exactly the command a
-user types::
+user types (with its own compilation cache, ``<data-root>/xla_cache``, so the first run compiles
+everything and a rerun with the same ``--data-root`` nothing)::
 
     python -m medvlsm_jax.main --config=configs/clipseg.py:dataset=synthetic_polyp,prompt=p0 \\
         --workdir=W --config.data.data_dir=D --config.train.num_epochs=90 --config.train.min_epochs=90 ...
@@ -216,14 +217,15 @@ def grain_rates(data_dir: str, image_size: int, workers: list[int], batch: int, 
 
 
 def command(workdir: str, data_dir: str, *, variant: str, epochs: int, workers: int, cache: str, bf16: bool,
-            image_size: int = 0, batch: int = 16, eval_batch: int = 32, extra: list[str] | None = None) -> list[str]:
+            image_size: int = 0, batch: int = 16, eval_batch: int = 32, compile_cache: str = "",
+            extra: list[str] | None = None) -> list[str]:
     """The ``python -m medvlsm_jax.main`` command of the headline run."""
     arg = f"dataset={DATASET},prompt=p0,recipe=paper,variant={variant}" + (f",image_size={image_size}"
                                                                            if image_size else "")
     cmd = [sys.executable, "-m", "medvlsm_jax.main", f"--workdir={workdir}", f"--config=configs/clipseg.py:{arg}",
            f"--config.data.data_dir={data_dir}", f"--config.data.worker_count={workers}",
            f"--config.train.num_epochs={epochs}", f"--config.train.min_epochs={epochs}",
-           f"--config.train.batch_size={batch}",
+           f"--config.train.batch_size={batch}", f"--config.train.compile_cache={compile_cache}",
            f"--config.train.cache={cache}", "--config.train.sync_every=0", "--config.train.progress=false",
            f"--config.eval.batch_size={eval_batch}", "--config.eval.write_masks=false"]
     if bf16:
@@ -262,7 +264,42 @@ def split(stats: dict[str, Any], wall_s: float) -> dict[str, Any]:
     return out
 
 
+def salvage(workdir: str) -> dict[str, Any] | None:
+    """The epoch history of a run killed before it wrote ``run_stats.json``: the ``meta`` of its
+    latest checkpoint (saved after every epoch)."""
+    import orbax.checkpoint as ocp
+
+    root = os.path.join(workdir, "checkpoints", "latest")
+    if not os.path.isdir(root):
+        return None
+    mngr = ocp.CheckpointManager(root, item_names=("meta",))
+    try:
+        step = mngr.latest_step()
+        if step is None:
+            return None
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return dict(meta)
+    finally:
+        mngr.close()
+
+
+def partial_split(meta: dict[str, Any], epochs: int, wall_s: float) -> dict[str, Any]:
+    """Epochs done by a run cut short, and the projected total for ``epochs``."""
+    hist = meta.get("history", [])
+    rest = [e["seconds"] for e in hist[1:]]
+    per = statistics.median(rest) if rest else None
+    out = {"cut_short": True, "epochs_done": len(hist), "wall_s": wall_s,
+           "epoch1_s": hist[0]["seconds"] if hist else None,
+           "epoch1_compile_s": hist[0].get("compile_s") if hist else None,
+           "decoder_epoch_median_s": per}
+    if hist and per is not None:
+        done = sum(e["seconds"] for e in hist)
+        out[f"projected_train_s_{epochs}_epochs"] = done + per * (epochs - len(hist))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
     tiny = args.variant == "tiny"
     sizes = TINY_SIZES if tiny else KVASIR_SIZES
     data_root = args.data_root or tempfile.mkdtemp(prefix="headline_data_")
@@ -283,16 +320,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="headline_run_")
     cmd = command(workdir, data_dir, variant=args.variant, epochs=args.epochs, workers=best, cache=cache,
                   bf16=args.bf16, image_size=image_size, batch=args.batch, eval_batch=args.eval_batch,
-                  extra=args.extra)
+                  compile_cache=args.compile_cache or os.path.join(data_root, "xla_cache"), extra=args.extra)
     result["command"] = " ".join(cmd)
     print("$ " + result["command"], flush=True)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    timeout = max(args.timeout - (time.perf_counter() - start), 10.0) if args.timeout else None
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=args.timeout or None, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
+        result["returncode"] = proc.returncode
+        if proc.returncode != 0:
+            result["error"] = (proc.stderr or proc.stdout)[-3000:]
+    except subprocess.TimeoutExpired:
+        result["returncode"] = "timeout"
+        result["error"] = f"stopped after {timeout:.0f} s (the time left)"
+        meta = salvage(workdir)
+        if meta is not None:
+            result["partial"] = partial_split(meta, args.epochs, time.perf_counter() - t0)
     wall = time.perf_counter() - t0
-    result["returncode"] = proc.returncode
-    if proc.returncode != 0:
-        result["error"] = (proc.stderr or proc.stdout)[-3000:]
     stats_path = os.path.join(workdir, "run_stats.json")
     if os.path.exists(stats_path):
         with open(stats_path) as f:
@@ -303,7 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if os.path.exists(res_path):
             with open(res_path) as f:
                 result["test_results"] = json.load(f)
-    result.update(workers=best, cache=cache, epochs=args.epochs, variant=args.variant,
+    result.update(workers=best, cache=cache, epochs=args.epochs, variant=args.variant, workdir=workdir,
                   images={"train": args.train, "val": args.val, "test": args.test})
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -325,6 +370,10 @@ def table(result: dict[str, Any]) -> str:
                 ["  per epoch (median)", s["decoder_epoch_median_s"]], ["export", s["export_s"]],
                 ["test evaluation at original size", s["test_s"]]]
         lines.append(harness.markdown_table(["phase", "seconds"], rows))
+    p = result.get("partial")
+    if p:
+        rows = [[k, v] for k, v in p.items()]
+        lines.append("cut short by the time budget:\n\n" + harness.markdown_table(["field", "value"], rows))
     if result.get("grain"):
         lines.append(harness.markdown_table(
             ["grain workers", "prefetch", "batch", "examples/s", "first batch s"],
@@ -353,6 +402,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="train.mixed_precision (the paper recipe is fp32)")
     p.add_argument("--timeout", type=float, default=0, help="seconds before the run is killed (0: none)")
     p.add_argument("--data-root", default=None, help="where the set is written/built (reused when present)")
+    p.add_argument("--compile-cache", default="", help="the run's persistent compilation cache (default: "
+                   "<data-root>/xla_cache: cold on the first run, warm on a rerun with the same data root)")
     p.add_argument("--prepare-only", action="store_true", help="write and build the set, then exit")
     p.add_argument("--keep", action="store_true", help="keep the run's workdir")
     p.add_argument("--extra", action="append", default=[], help="more --config.* flags for the run")

@@ -24,6 +24,7 @@ The run itself (model, contract, optimiser, jitted steps) is built by
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -84,12 +85,15 @@ def model_inputs(run: Run, cache: FeatureCache | None, split: str, batch: dict[s
     return inputs
 
 
-def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: bool) -> pipeline.Loader:
+def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: bool,
+                repeat: bool = False) -> pipeline.Loader:
+    """``train``: shuffled, endless; else one pass in order (``repeat``: the same pass endlessly,
+    read ``steps_per_epoch`` batches at a time, so its worker processes start once)."""
     c = run.config
     return pipeline.make_loader(
         dataset, split, run.contract, c.data.prompt, batch_size // jax.process_count(),
         seed=c.seed, tokenizer=run.tokenizer, data_dir=c.data.data_dir or None,
-        num_epochs=None if train else 1, worker_count=c.data.worker_count, shard_index=jax.process_index(),
+        num_epochs=None if train or repeat else 1, worker_count=c.data.worker_count, shard_index=jax.process_index(),
         shard_count=jax.process_count(), prompt_override=c.data.prompt_override)
 
 
@@ -172,6 +176,9 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
         raise ValueError(f"{c.data.dataset}/train has {train_loader.num_examples} examples per process, "
                          f"fewer than one batch of {tcfg.batch_size}")
     data_iter = iter(train_loader)
+    # one validation iterator for the whole run: grain's worker processes start once, not per epoch
+    val_loader = make_loader(run, c.data.dataset, "val", c.eval.batch_size, train=False, repeat=True)
+    val_iter = iter(val_loader)
     # The initial state is copied: the train step donates its input buffers.
     state, meta = jax.tree.map(lambda x: x.copy(), run.init_state), _initial_meta()
     restored = ckpts.restore_latest(state, run.replicated)
@@ -235,7 +242,7 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None) -> tuple[Tr
             bar.close()
             if meta["step"] - meta["epoch"] * steps_per_epoch < steps_per_epoch:
                 continue  # stopped mid-epoch by max_steps
-            val = validate(run, cache, state, make_loader(run, c.data.dataset, "val", c.eval.batch_size, train=False))
+            val = validate(run, cache, state, itertools.islice(val_iter, val_loader.steps_per_epoch))
             state, improved = _end_of_epoch(run, state, meta, val, epoch_loss / max(seen, 1), time.time() - start)
             h = meta["history"][-1]
             h["compile_s"] = compile_cache.since(compiles)["seconds"]  # of h["seconds"]: building executables
