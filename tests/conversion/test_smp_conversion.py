@@ -342,7 +342,7 @@ def test_errors_list_every_mismatch(converted, tmp_path, capsys):
         convert_cli.main(["unet", str(tmp_path / "other.pt"), str(tmp_path / "out"), "--pad-id", "0"])
 
 
-def test_image_only_api(converted, tmp_path):
+def test_image_only_api(converted, tmp_path, capsys):
     from PIL import Image
 
     _, folder = converted("unet", "tiny")
@@ -363,6 +363,10 @@ def test_image_only_api(converted, tmp_path):
     assert predict_cli.main(["--checkpoint", str(folder), "--image", str(tmp_path / "im.png"),
                              "--out", str(tmp_path / "pred")]) == 0
     assert Image.open(tmp_path / "pred" / "im_mask.png").size == (90, 70)
-    with pytest.raises(SystemExit):
-        predict_cli.main(["--checkpoint", str(folder), "--image", str(tmp_path / "im.png"), "--prompt", "polyp",
-                          "--out", str(tmp_path / "pred")])
+    # A prompt for an image-only model is a user error: one line on stderr, exit 2, nothing written.
+    (tmp_path / "pred2").mkdir()
+    assert predict_cli.main(["--checkpoint", str(folder), "--image", str(tmp_path / "im.png"), "--prompt", "polyp",
+                             "--out", str(tmp_path / "pred2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "takes no --prompt" in err[-1]
+    assert not any((tmp_path / "pred2").iterdir())
