@@ -11,8 +11,10 @@ Rerunning a command resumes. ``--fresh`` starts over (earlier outputs move to
 from the recorded one beyond the safe keys (see :mod:`medvlsm_jax.train.workdir`). Errors are one
 line with exit code 2 (``--verbose`` or ``MEDVLSM_VERBOSE=1`` for the traceback).
 
-Launched as several processes (``JAX_COORDINATOR_ADDRESS`` / SLURM / MPI environment), it calls
-``jax.distributed.initialize()`` first. Console script: ``medvlsm-train``.
+Several processes (one per host or GPU, every one running the same command) form one run:
+``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` (or ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or ``srun`` / ``mpirun``, detected by JAX (see
+:mod:`medvlsm_jax.train.distributed` and the README). Console script: ``medvlsm-train``.
 """
 
 from __future__ import annotations
@@ -36,29 +38,40 @@ _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False, "Resume although
                                   "recorded in the workdir beyond the safe keys; the change is appended to "
                                   "config_history.jsonl.")
 flags.DEFINE_bool("verbose", False, "Print the full traceback of an error (or set MEDVLSM_VERBOSE=1).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "Multi-process runs: HOST:PORT of process 0 (else $JAX_COORDINATOR_ADDRESS; "
+                                   "SLURM / Open MPI are detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes "
+                                      "(else $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 to "
+                                   "num_processes - 1 (else $JAX_PROCESS_ID).")
 
 
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from medvlsm_jax.train import loop, sharding
+    import jax
 
-    sharding.maybe_initialize_distributed()
-    config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
+    from medvlsm_jax.train import distributed, loop
+
     logging.set_verbosity(logging.INFO)
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)  # LaunchError: one line
+    config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
     pylogging.getLogger("absl").setLevel(pylogging.WARNING)  # orbax logs every save at INFO
     pylogging.getLogger("asyncio").setLevel(pylogging.CRITICAL)  # orbax's event loops after a failed read
     pylogging.getLogger("jax._src.xla_bridge").setLevel(pylogging.WARNING)  # "Unable to initialize backend 'tpu'"
+    lead = jax.process_index() == 0  # the other processes' results are process 0's
     if mode == "train":
         out = loop.train_and_evaluate(config, workdir, fresh=_FRESH.value, allow_config_change=_ALLOW_CHANGE.value)
         meta = out["meta"]
-        print(f"training stopped ({meta['stop_reason']}) after {meta['epoch']} epochs; best val Dice "
-              f"{meta['best_dice']:.4f} at epoch {meta['best_epoch']}")
-        print(f"model exported to {out['export']}")
+        if lead:
+            print(f"training stopped ({meta['stop_reason']}) after {meta['epoch']} epochs; best val Dice "
+                  f"{meta['best_dice']:.4f} at epoch {meta['best_epoch']}")
+            print(f"model exported to {out['export']}")
     else:
         out = (loop.evaluate_zeroshot if mode == "zeroshot" else loop.evaluate_checkpoint)(config, workdir)
     results = out["results"]
-    if results:
+    if results and lead:
         from medvlsm_jax.evaluation import evaluate
 
         table = evaluate.format_table({k: v for r in results.values() for k, v in r["per_dataset"].items()})

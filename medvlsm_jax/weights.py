@@ -23,14 +23,24 @@ PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
 
 
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for a write by this process alone (in a multi-process run, the export is
+    written by process 0 while the others wait elsewhere)."""
+    if jax.process_count() == 1:
+        return ocp.options.MultiprocessingOptions()
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 def save_model(dst: str, family: str, config: dict[str, Any], model: nnx.Module, extra: dict | None = None) -> None:
-    """Writes ``model`` (all nnx.Param and nnx.BatchStat leaves) and its config under ``dst``."""
+    """Writes ``model`` (all nnx.Param and nnx.BatchStat leaves) and its config under ``dst``;
+    in a multi-process run the calling process writes alone (its arrays must be replicated)."""
     dst = os.path.abspath(dst)
     os.makedirs(dst, exist_ok=True)
     state = nnx.state(model, _WEIGHTS).to_pure_dict()
     state = jax.tree.map(np.asarray, state)
     path = os.path.join(dst, PARAMS_DIR)
-    with ocp.StandardCheckpointer() as ckptr:
+    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
         ckptr.save(path, state, force=True)
     meta = {"family": family, "config": config}
     if extra:

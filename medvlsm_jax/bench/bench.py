@@ -6,6 +6,7 @@
     medvlsm-bench data   [--dataset synthetic_polyp] [--workers 0,2] [--batch 16] [--batches 20]
     medvlsm-bench epoch  [--variant base] [--train-size 800]   # epoch s with/without the feature cache
     medvlsm-bench curves [...]   # CLIPSeg img/s vs batch size and image size (medvlsm_jax.bench.curves)
+    medvlsm-bench processes [--layouts 1x1,1x2,2x1]   # scaling across processes (medvlsm_jax.bench.bench_processes)
 
 Modes (the real steps of :mod:`medvlsm_jax.train.run`, built with ``build_run``):
 
@@ -50,7 +51,7 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 REFERENCES = {"clipseg": "medvlsm_jax.bench.bench_clipseg"}
 SEQ_LEN, BOS, EOS = 77, 49406, 49407
 # subcommands with their own options, handled by another module's main(argv)
-DELEGATED = {"curves": "medvlsm_jax.bench.curves"}
+DELEGATED = {"curves": "medvlsm_jax.bench.curves", "processes": "medvlsm_jax.bench.bench_processes"}
 PAPER_EPOCHS = 90  # the paper-faithful CLIPSeg finetune length the epoch projection is for
 
 

@@ -3,17 +3,23 @@
 Order of operations (all deterministic given ``seed``)::
 
     (dataset_id, record index) for each member  -> concatenate (pooled sets)
-    -> shard [shard_index::shard_count] -> shuffle (train) -> pad to full batches
-    -> repeat(num_epochs) -> read + prompt choice + preprocess (random_map)
-    -> batch -> tokenize -> IterDataset (-> worker processes)
+    -> shuffle (train) -> pad to full global batches -> repeat(num_epochs)
+    -> read + prompt choice + preprocess (random_map)
+    -> this shard's rows of every global batch -> batch -> tokenize -> IterDataset (-> workers)
 
 Pooled sets concatenate their members and shuffle the union, as the original's
 ``ConcatDataset`` + shuffling ``DataLoader`` do; each example keeps its ``dataset_id``. Shuffling
 and prompt draws are re-seeded per epoch. No split drops examples by default
-(``drop_remainder=False``; the original's ``DataLoader`` has ``drop_last=False``): each shard's
-epoch is padded to the same number of full batches, ``ceil(N / batch)``, and padding examples
+(``drop_remainder=False``; the original's ``DataLoader`` has ``drop_last=False``): each epoch is
+padded to full global batches, ``ceil(N / (batch * shard_count))``, and padding examples
 have ``valid=False``, ``index=-1`` and ``dataset_id=-1`` (training weights the loss by
 ``valid``, :func:`medvlsm_jax.train.losses.batch_loss`).
+
+Sharding (multi-process runs): the example stream and its prompt draws are defined for the whole
+run, in *global* batches of ``batch_size * shard_count`` rows; shard ``k`` reads only rows
+``[k * batch_size, (k + 1) * batch_size)`` of each. Every shard therefore has the same number
+of batches, and the global batches — hence training — do not depend on how many processes
+share them (one process with two devices sees the same batches as two processes with one).
 
 Masks: ``mask`` is the training target of :func:`medvlsm_jax.data.masks.training_target`
 (``mask_target='soft'``, the original's ``ToTensor`` values, or ``'binary'``).
@@ -52,6 +58,38 @@ class _Tag:
 
     def __call__(self, index: int) -> tuple[int, int]:
         return self.dataset_id, int(index)
+
+
+class _ShardRows(grain.MapDataset):
+    """Shard ``index`` of every global batch: local element ``j`` is the parent's element
+    ``(j // b) * b * count + index * b + j % b`` (``b`` = the local batch size)."""
+
+    _MUTATES_ELEMENT_SPEC = False
+
+    def __init__(self, parent: grain.MapDataset, batch_size: int, index: int, count: int):
+        super().__init__(parent)
+        self._b, self._index, self._count = batch_size, index, count
+        self._length = len(parent) // (batch_size * count) * batch_size
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _global(self, j: int) -> int:
+        return (j // self._b) * self._b * self._count + self._index * self._b + j % self._b
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._global(index)]
+
+    def __str__(self) -> str:
+        return f"_ShardRows(b={self._b}, shard={self._index}/{self._count})"
+
+
+def _shard_examples(total: int, batch_size: int, index: int, count: int) -> int:
+    """How many of the first ``total`` stream elements fall in shard ``index``'s rows."""
+    full, rem = divmod(total, batch_size * count)
+    return full * batch_size + min(max(rem - index * batch_size, 0), batch_size)
 
 
 def _pad_item(_: int) -> tuple[int, int]:
@@ -134,9 +172,10 @@ class Loader:
     datasets: tuple[str, ...]
     split: str
     batch_size: int
-    num_examples: int  # real examples in this shard, one epoch
+    num_examples: int  # real examples this shard reads in one pass over the split
     steps_per_epoch: int
     num_epochs: int | None
+    total_steps: int | None = None  # batches over all epochs (None: forever)
 
     def __iter__(self) -> grain.DatasetIterator:
         return iter(self.dataset)
@@ -144,11 +183,7 @@ class Loader:
     @property
     def num_steps(self) -> int | None:
         """Total batches over all epochs, or None when repeating forever."""
-        if self.num_epochs is None:
-            return None
-        if self.steps_per_epoch * self.batch_size >= self.num_examples:  # padded epochs
-            return self.steps_per_epoch * self.num_epochs
-        return self.num_examples * self.num_epochs // self.batch_size
+        return self.total_steps
 
 
 def _member_indices(names: tuple[str, ...], split: str, key: str
@@ -215,8 +250,8 @@ def make_loader(
         last batch of each epoch is padded and its padding marked ``valid=False``.
       num_epochs: epochs to iterate (``None``: forever).
       worker_count: grain worker processes (0: read in this process with ``read_threads``).
-      shard_index / shard_count: this process's shard (default 0 / 1; pass
-        ``jax.process_index()`` / ``jax.process_count()`` on multi-host runs).
+      shard_index / shard_count: this process's rows of every global batch (default 0 / 1;
+        multi-process runs pass :func:`medvlsm_jax.train.sharding.process_block`).
       tokenizer: callable ``tok(texts, max_length=L)`` -> dict with ``input_ids`` and
         ``attention_mask``; defaults to the contract's tokenizer.
       prompt_override: a fixed text for every example (takes precedence over ``prompt``).
@@ -242,20 +277,22 @@ def make_loader(
 
     ds, sources = _member_indices(names, split, source_key(data_dir))
     total = len(ds)
-    ds = ds[shard_index::shard_count]
-    num_examples = len(ds)
+    global_batch = batch_size * shard_count
+    num_examples = _shard_examples(total, batch_size, shard_index, shard_count)
     if shuffle:
         ds = ds.shuffle(seed=seed)
     if drop_remainder:
-        steps = num_examples // batch_size
+        steps = total // global_batch
     else:
-        steps = math.ceil(math.ceil(total / shard_count) / batch_size)
-        pad = steps * batch_size - num_examples
+        steps = math.ceil(total / global_batch)
+        pad = steps * global_batch - total
         if pad:
             ds = grain.MapDataset.concatenate([ds, grain.MapDataset.range(pad).map(_pad_item)])
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
     ds = ds.random_map(_ReadExample(sources, choice, contract, mask_target), seed=seed)
+    if shard_count > 1:
+        ds = _ShardRows(ds, batch_size, shard_index, shard_count)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if contract.text is not None:
         tok = tokenizer if tokenizer is not None else make_tokenizer(contract.text)
@@ -265,4 +302,8 @@ def make_loader(
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return Loader(it, names, split, batch_size, num_examples, steps, num_epochs)
+    if num_epochs is None:
+        total_steps = None
+    else:
+        total_steps = total * num_epochs // global_batch if drop_remainder else steps * num_epochs
+    return Loader(it, names, split, batch_size, num_examples, steps, num_epochs, total_steps)

@@ -104,11 +104,13 @@ def evaluate_loader(predict: Callable[[dict[str, np.ndarray]], np.ndarray], load
 
 
 def gather_rows(rows: list[dict[str, Any]], out_dir: str, tag: str) -> list[dict[str, Any]]:
-    """Every process's rows, in process order (multi-host evaluation shards the test split).
+    """Every process's rows (multi-process evaluation shards the test split), each example
+    once, in the single-process order: by dataset (catalogue order), then record index.
 
     Rows go through the shared ``out_dir`` (the workdir must be shared by the hosts, as Orbax
     checkpoints already require): each process writes its own, all wait at a barrier, then each
-    reads all of them. A single process returns ``rows`` unchanged.
+    reads all of them; after a second barrier each removes its file. A single process returns
+    ``rows`` unchanged.
     """
     n = jax.process_count()
     if n == 1:
@@ -123,7 +125,12 @@ def gather_rows(rows: list[dict[str, Any]], out_dir: str, tag: str) -> list[dict
     for i in range(n):
         with open(path(i)) as f:
             merged += json.load(f)
-    return merged
+    multihost_utils.sync_global_devices(f"medvlsm-eval-rows-read-{tag}")
+    os.remove(path(jax.process_index()))
+    seen = [(r["dataset"], r["index"]) for r in merged]
+    if len(set(seen)) != len(seen):
+        raise RuntimeError(f"{tag}: an example was scored by more than one process")
+    return sorted(merged, key=lambda r: (DATASETS.index(r["dataset"]), r["index"]))
 
 
 def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

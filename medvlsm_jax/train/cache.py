@@ -10,6 +10,10 @@ otherwise the whole batch is encoded (same batch composition and shapes as the u
 and its missing rows are stored. Features are never recomputed differently, so training from
 the cache gives the same results as encoding every step. Storage stops at ``max_bytes``
 (later rows are encoded each time); hits, misses and size are reported by :meth:`stats`.
+
+In a multi-process run each process caches the rows it reads (host memory; ``device`` storage
+falls back to the host), and a batch is served from the caches only when every process's rows
+all hit, since the encoder is one computation over every process's devices.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medvlsm_jax.train import distributed
 from medvlsm_jax.train import sharding as shd
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,9 @@ class FeatureCache:
         """Features of ``batch`` (global, batch-sharded), from the cache or ``encode()``."""
         keys = batch_keys(split, batch)
         rows = [self._rows.get(k) for k in keys]
-        if all(r is not None for r in rows):
+        # each process caches its own rows; encode() is a collective, so the batch is served
+        # from the caches only when every process holds all of its rows
+        if distributed.all_true(all(r is not None for r in rows)):
             self.hits += len(keys)
             treedef = rows[0][0]
             stacked = [(jnp if self.on_device else np).stack(col) for col in zip(*(r[1] for r in rows))]

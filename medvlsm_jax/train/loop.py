@@ -45,6 +45,7 @@ from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
 from medvlsm_jax.models import registry
 from medvlsm_jax.train import checkpoint as ckpt_lib
+from medvlsm_jax.train import distributed
 from medvlsm_jax.train import optim
 from medvlsm_jax.train import sharding as shd
 from medvlsm_jax.train import workdir as workdir_lib
@@ -88,12 +89,14 @@ def model_inputs(run: Run, cache: FeatureCache | None, split: str, batch: dict[s
 
 
 def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: bool) -> pipeline.Loader:
+    """This process's rows of every global batch of ``batch_size`` (see :mod:`medvlsm_jax.data.pipeline`)."""
     c = run.config
+    block, blocks = shd.process_block(run.mesh)
     return pipeline.make_loader(
-        dataset, split, run.contract, c.data.prompt, batch_size // jax.process_count(),
+        dataset, split, run.contract, c.data.prompt, batch_size // blocks,
         seed=c.seed, tokenizer=run.tokenizer, data_dir=c.data.data_dir or None,
-        num_epochs=None if train else 1, worker_count=c.data.worker_count, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), prompt_override=c.data.prompt_override, mask_target=c.data.mask_target)
+        num_epochs=None if train else 1, worker_count=c.data.worker_count, shard_index=block,
+        shard_count=blocks, prompt_override=c.data.prompt_override, mask_target=c.data.mask_target)
 
 
 def _global_sum(x: np.ndarray) -> np.ndarray:
@@ -130,7 +133,7 @@ def predictor(run: Run, state: TrainState, cache: FeatureCache | None = None
 
 def _initial_meta() -> dict[str, Any]:
     return {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "es_best": -1.0, "bad_epochs": 0,
-            "history": [], "done": False, "stop_reason": ""}
+            "history": [], "done": False, "stop_reason": "", "processes": jax.process_count()}
 
 
 def _should_stop(tcfg: Any, meta: dict[str, Any]) -> str:
@@ -198,8 +201,7 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
     train_loader = make_loader(run, c.data.dataset, "train", tcfg.batch_size, train=True)
     steps_per_epoch = train_loader.steps_per_epoch
     if steps_per_epoch == 0:
-        raise ValueError(f"{c.data.dataset}/train has {train_loader.num_examples} examples per process, "
-                         f"fewer than one batch of {tcfg.batch_size}")
+        raise ValueError(f"{c.data.dataset}/train has fewer examples than one batch of {tcfg.batch_size}")
     data_iter = iter(train_loader)
     # The initial state is copied: the train step donates its input buffers.
     state, meta = jax.tree.map(lambda x: x.copy(), run.init_state), _initial_meta()
@@ -207,6 +209,9 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
         restored = resume(ckpts, state, run.replicated)
         if restored is not None:
             state, meta, data_state = restored
+            if meta.setdefault("processes", jax.process_count()) != jax.process_count():
+                raise ValueError(f"{ckpts.root} was written by {meta['processes']} processes; resume it with "
+                                 f"{meta['processes']} (its data-iterator position is per process)")
             data_iter.set_state(data_state)
         if before_training is not None:
             before_training()
@@ -216,7 +221,9 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
     writer = MetricWriter(workdir, lead, resume_step=meta["step"])
 
     def save_latest():
-        ckpts.save_latest(meta["step"], state, meta, data_iter.get_state())
+        data_state = data_iter.get_state()  # process 0's is saved: every process's must be the same
+        distributed.check_same_on_all_processes([meta["step"], data_state], "the data-iterator position")
+        ckpts.save_latest(meta["step"], state, meta, data_state)
 
     try:
         while not meta["done"]:
@@ -300,7 +307,8 @@ def evaluate_test(run: Run, state: TrainState, out_dir: str, cache: FeatureCache
             predictor(run, state, cache), loader, split="test", data_dir=c.data.data_dir or None,
             threshold=run.threshold, resize_mode=c.eval.resize, gt_threshold=c.eval.gt_threshold,
             out_dir=os.path.join(out_dir, name), write_masks=c.eval.write_masks, with_hd95=c.eval.hd95,
-            overlays=c.eval.overlays, progress=c.train.progress)
+            overlays=c.eval.overlays if jax.process_index() == 0 else 0,
+            progress=c.train.progress and jax.process_index() == 0)
     if jax.process_index() == 0:
         evaluate_lib.write_summary(results, out_dir)
     return results
@@ -310,7 +318,7 @@ def ensure_synthetic(config: Any) -> None:
     """Builds the synthetic sets the config uses when they are not built yet (they are generated
     locally; real datasets must be built with ``medvlsm-data build``)."""
     names = {m for n in [config.data.dataset, *eval_datasets(config)] for m in data_registry.members(n)}
-    for name in sorted(names):
+    for name in sorted(names) if jax.process_index() == 0 else ():  # the others wait at the barrier
         if data_registry.get_spec(name).synthetic:
             try:
                 sources.load_builder(name, config.data.data_dir or None)
@@ -319,6 +327,7 @@ def ensure_synthetic(config: Any) -> None:
                          "data.data_dir or $MEDVLSM_DATA_DIR choose the folder)", name,
                          sources.resolve_data_dir(config.data.data_dir or None))
                 sources.build_dataset(name, data_dir=config.data.data_dir or None)
+    distributed.barrier("medvlsm-synthetic-data")
 
 
 # --------------------------------------------------------------------------- modes

@@ -1,12 +1,11 @@
 """Data parallelism over every device: a 1-D ``'data'`` mesh, batch split, state replicated.
 
-Multi-host runs call :func:`maybe_initialize_distributed` first; each process then feeds its
-own shard of every batch (:func:`put_batch` builds the global array from process-local rows)."""
+Multi-process runs join their process group first (:func:`medvlsm_jax.train.distributed.initialize`);
+each process then feeds its own rows of every global batch (:func:`put_batch` builds the global
+array from process-local rows with ``jax.make_array_from_process_local_data``)."""
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
 import jax
@@ -15,20 +14,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-log = logging.getLogger(__name__)
-
 DATA_AXIS = "data"
-# environment variables that mean "launched as one of several processes"
-_DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
-
-
-def maybe_initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` when the environment describes a multi-process launch."""
-    if any(os.environ.get(k) for k in _DISTRIBUTED_ENV):
-        if os.environ.get("SLURM_NTASKS") == "1" or os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
-            return
-        jax.distributed.initialize()
-        log.info("process %d of %d", jax.process_index(), jax.process_count())
 
 
 def make_mesh() -> Mesh:
@@ -72,3 +58,18 @@ def local_rows(x: jax.Array) -> np.ndarray:
 def to_host(x: jax.Array) -> np.ndarray:
     """The whole (global) array on the host."""
     return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def process_block(mesh: Mesh) -> tuple[int, int]:
+    """(this process's block, number of blocks): a batch split over ``mesh`` gives this process
+    the rows ``[block * b, (block + 1) * b)`` of every global batch of ``count * b`` rows, where
+    ``b`` is its local batch. The loaders read exactly those rows."""
+    devices = list(mesh.devices.flat)
+    mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
+    n_local = len(mine)
+    if not mine or mine != list(range(mine[0], mine[0] + n_local)) or mine[0] % n_local:
+        raise ValueError(f"process {jax.process_index()}'s devices are not one contiguous block of the "
+                         f"'{DATA_AXIS}' mesh: positions {mine}")
+    if len(devices) % n_local:
+        raise ValueError(f"{len(devices)} devices do not split into blocks of {n_local} per process")
+    return mine[0] // n_local, len(devices) // n_local

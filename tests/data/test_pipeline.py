@@ -189,6 +189,31 @@ def test_sharding_covers_split_once_with_equal_steps(data):
     assert len(seen) == len(set(seen)) == 15
 
 
+def test_shards_read_their_rows_of_the_same_global_batches(data):
+    """Two shards of 3 rows give exactly the single loader's batches of 6 (order, prompt draws,
+    pixels), so training does not depend on the process count; a shard resumes mid-epoch."""
+    kw = dict(dataset="pooled_polyp", split="train", prompt="random", num_epochs=2)
+    whole = loader(data, batch_size=6, **kw)
+    shards = [loader(data, batch_size=3, shard_index=i, shard_count=2, **kw) for i in range(2)]
+    assert whole.steps_per_epoch == shards[0].steps_per_epoch == shards[1].steps_per_epoch == 5
+    assert whole.num_steps == shards[0].num_steps == 10
+    assert shards[0].num_examples + shards[1].num_examples == whole.num_examples == 30
+    got = [collect(s) for s in shards]
+    want = collect(whole)
+    assert len(want) == len(got[0]) == len(got[1]) == 10
+    for w, a, b in zip(want, *got):
+        for key in w:
+            np.testing.assert_array_equal(w[key], np.concatenate([a[key], b[key]]), err_msg=key)
+    it = iter(shards[1])
+    for _ in range(7):
+        next(it)
+    it2 = iter(loader(data, batch_size=3, shard_index=1, shard_count=2, **kw))
+    it2.set_state(it.get_state())
+    for x, y in zip(it2, got[1][7:]):
+        np.testing.assert_array_equal(x["index"], y["index"])
+        assert x["prompt"].tolist() == y["prompt"].tolist()
+
+
 def test_worker_processes_match_in_process(data):
     kw = dict(split="train", prompt="random", batch_size=5, num_epochs=1)
     ref = collect(loader(data, **kw))
