@@ -7,7 +7,7 @@ Layers, lowest first; a module may import its own layer or lower ones only:
     2  data, promptgen
     3  evaluation
     4  train
-    5  api
+    5  api, sweep, report
     6  main, cli, conversion, bench, the package's __init__
 
 torch is imported only by ``conversion`` and ``bench`` (conversion, parity references and PyTorch
@@ -30,7 +30,7 @@ LAYERS = {
     "data": 2, "promptgen": 2,
     "evaluation": 3,
     "train": 4,
-    "api": 5,
+    "api": 5, "sweep": 5, "report": 5,
     "main": 6, "cli": 6, "conversion": 6, "bench": 6, "__init__": 6,
 }
 TORCH_USERS = {"conversion", "bench"}

@@ -7,6 +7,7 @@ Examples::
     medvlsm-data build kvasir_polyp --manual_dir ~/medvlsm --data_dir ~/medvlsm_data/tfds
     medvlsm-data build all --manual_dir ~/medvlsm   # the 11 paper datasets
     medvlsm-data synthetic --out ~/medvlsm_synth    # generate + build both synthetic sets
+    medvlsm-data mimic --pairs pairs.csv --out ~/medvlsm   # MIMIC-CXR lungs + reports (appendix F.2)
 
 Builds are atomic (a failed build, e.g. ``--overwrite`` with a broken source, leaves the
 existing build as it was) and report every problem of a source at once. Errors are one line
@@ -106,6 +107,15 @@ def _cmd_synthetic(args: argparse.Namespace) -> None:
                 shutil.rmtree(aside, ignore_errors=True)
 
 
+def _cmd_mimic(args: argparse.Namespace) -> None:
+    from medvlsm_jax.data.reports import write_mimic_annotations  # noqa: PLC0415
+
+    sizes = write_mimic_annotations(args.pairs, args.out, policy=args.policy, max_length=args.max_length,
+                                    seed=args.seed, copy=not args.symlink)
+    print(f"mimic_cxr_lung: {', '.join(f'{k}={v}' for k, v in sizes.items())} -> {args.out}/mimic_cxr_lung; "
+          f"now: medvlsm-data build mimic_cxr_lung --manual_dir {args.out}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvlsm-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", "--force", action="store_true",
                    help="regenerate into a non-empty --out and rebuild existing datasets")
     p.set_defaults(func=_cmd_synthetic)
+
+    p = sub.add_parser("mimic", help="MIMIC-CXR lungs + reports (appendix F.2) into the medvlsm layout")
+    p.add_argument("--pairs", required=True, help="CSV with columns image, mask, report[, subject]")
+    p.add_argument("--out", required=True, help="manual dir to write <out>/mimic_cxr_lung into")
+    p.add_argument("--policy", choices=["impression_first", "truncate"], default="impression_first",
+                   help="long-report policy (medvlsm_jax.data.reports)")
+    p.add_argument("--max-length", type=int, default=77, help="text context in tokens (CLIP: 77)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    p.add_argument("--symlink", action="store_true", help="link images and masks instead of copying")
+    p.set_defaults(func=_cmd_mimic)
     return parser
 
 

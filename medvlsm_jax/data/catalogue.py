@@ -82,6 +82,10 @@ class DatasetSpec:
     masks_optional: bool = False
     #: Pooled sets (``pooled_polyp``, ``pooled_all``) this dataset is a member of.
     pooled: tuple[str, ...] = ()
+    #: The paper's appendix that uses it, for sets outside the 11-dataset benchmark ("F.2").
+    appendix: str = ""
+    #: How to turn the download into the medvlsm layout, when it is not the medvlsm release.
+    preparation: str = ""
 
     @property
     def prompt_keys(self) -> tuple[str, ...]:
@@ -163,13 +167,27 @@ CATALOGUE: tuple[DatasetSpec, ...] = (
     DatasetSpec("synthetic_us", "Synthetic ultrasound-like images (BUSI prompt schema)", 7,
                 "busi", _STANDARD, "medvlsm_jax.promptgen.synthetic", _SYNTHETIC_ACCESS,
                 split_rule=SplitRule(0.1, 0.1, "class"), synthetic=True),
+    DatasetSpec("mimic_cxr_lung", "MIMIC-CXR lung segmentation with radiology reports (frontal CXRs)", 2,
+                "reports", _STANDARD,
+                "Lung masks: 'Chest X-ray segmentation images based on MIMIC-CXR' v1.0.0 (Chen et al., "
+                "PhysioNet 2022, https://physionet.org/content/lung-segment-mimic-cxr/1.0.0/: 1,141 frontal "
+                "CXRs); images and free-text reports: MIMIC-CXR / MIMIC-CXR-JPG v2 (Johnson et al., "
+                "PhysioNet 2019). The paper's appendix F.2 subset; its exact size could not be checked here.",
+                "Credentialed PhysioNet access (CITI data-research training, signed data use agreement); "
+                "manual download only; no redistribution, no sharing of derived reports.",
+                split_rule=SplitRule(0.1, 0.1, "patient"), appendix="F.2",
+                preparation="Write a CSV with columns image, mask, report (paths; optional subject = "
+                            "patient id) for the downloaded frontal images, their lung masks and the "
+                            "study's report, then: medvlsm-data mimic --pairs pairs.csv --out <manual_dir> "
+                            "(P0 empty, P1 the report fitted to the text context by the policy of "
+                            "medvlsm_jax.data.reports; split 80/10/10 by patient)."),
 )
 
 #: Every dataset name; a name's position is its ``dataset_id`` in batches.
 DATASETS: tuple[str, ...] = tuple(s.name for s in CATALOGUE)
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in CATALOGUE}
-#: The 11 datasets of the paper (synthetic sets excluded).
-PAPER_DATASETS: tuple[str, ...] = tuple(s.name for s in CATALOGUE if not s.synthetic)
+#: The 11 datasets of the paper's benchmark (synthetic sets and appendix-only sets excluded).
+PAPER_DATASETS: tuple[str, ...] = tuple(s.name for s in CATALOGUE if not (s.synthetic or s.appendix))
 #: Pooled set -> its members, in catalogue order.
 POOLED: dict[str, tuple[str, ...]] = {
     pool: tuple(s.name for s in CATALOGUE if pool in s.pooled)

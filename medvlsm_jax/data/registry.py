@@ -45,9 +45,11 @@ def manual_download_instructions(name: str) -> str:
     files = sorted({src.ann_file for sources in spec.splits.values() for src in sources})
     folders = sorted({d for sources in spec.splits.values() for src in sources
                       for d in (src.images_dir, src.masks_dir)})
+    anns = (spec.preparation or
+            "Prompt annotations: anns/ of the medvlsm release (https://github.com/naamiinepal/medvlsm).")
     return (
         f"{spec.title}\nSource: {spec.source}\nAccess conditions: {spec.access}\n"
-        f"Prompt annotations: anns/ of the medvlsm release (https://github.com/naamiinepal/medvlsm).\n"
+        f"{anns}\n"
         f"Place the data in the medvlsm layout under the manual dir:\n"
         f"  <manual_dir>/{name}/{{{', '.join(folders)}}}/...\n"
         f"  <manual_dir>/{name}/anns/{{{', '.join(files)}}}\n"

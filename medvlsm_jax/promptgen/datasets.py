@@ -14,7 +14,7 @@ from medvlsm_jax.data.catalogue import DatasetSpec as CatalogueEntry
 from medvlsm_jax.data.catalogue import SplitRule
 
 from .errors import PromptGenError
-from .templates import (BUSI, CAMUS, CHEXLOCALIZE, FOOT_ULCER_DESCRIPTIONS, POLYP_DESCRIPTIONS,
+from .templates import (BUSI, CAMUS, CHEXLOCALIZE, FOOT_ULCER_DESCRIPTIONS, POLYP_DESCRIPTIONS, REPORTS,
                         SKIN_MELANOMA_DESCRIPTIONS, Family, lesion_family)
 
 #: Seeded split of generated annotations (kept under its former name).
@@ -26,7 +26,7 @@ FOOT_ULCER = lesion_family("dfu", "foot ulcer", FOOT_ULCER_DESCRIPTIONS)
 
 #: Template family by name (the catalogue's ``prompt_family``).
 FAMILIES: dict[str, Family] = {f.name: f for f in (POLYP, SKIN_MELANOMA, FOOT_ULCER, BUSI, CAMUS,
-                                                   CHEXLOCALIZE)}
+                                                   CHEXLOCALIZE, REPORTS)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -243,3 +243,8 @@ CHEXLOCALIZE = Family(
     {"label": "|".join(CHEX_LABELS.values()), "view": "frontal|lateral", "shape": FREE_RE,
      "location": LOCATION_RE,
      "pathologies": "(?:{0})(?:, (?:{0}))*".format("|".join(CHEXPERT_OBSERVATIONS))})
+
+# ---------------------------------------------------------------------- radiology reports
+#: Appendix F.2 (MIMIC-CXR lungs): P0 empty, P1 the study's free-text report (fitted to the text
+#: context by :mod:`medvlsm_jax.data.reports`); nothing is generated from the mask.
+REPORTS = Family("reports", {"p0": "", "p1": "{report}"}, {"report": FREE_RE})

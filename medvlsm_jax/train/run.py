@@ -65,12 +65,14 @@ class Steps:
     * ``encode(params, frozen, rest, raw_inputs) -> features`` (the frozen encoders, eval mode).
 
     ``inputs`` hold ``mask`` plus either ``features`` (frozen encoder) or the contract's raw
-    input keys.
+    input keys. ``fns`` holds the same three functions un-jitted (``"train"``, ``"eval"``,
+    ``"encode"``), for callers that transform them further (packed runs vmap them over members).
     """
 
     train: Callable
     eval: Callable
     encode: Callable
+    fns: dict[str, Callable] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,4 +264,5 @@ def _jit_steps(tcfg: Any, input_keys: tuple[str, ...], gd_train: Any, gd_eval: A
         train=jax.jit(train_step, in_shardings=(rep, rep, bat), out_shardings=(rep, rep), donate_argnums=0),
         eval=jax.jit(eval_step, in_shardings=(rep, rep, rep, bat), out_shardings=bat),
         encode=jax.jit(encode, in_shardings=(rep, rep, rep, bat), out_shardings=bat),
+        fns={"train": train_step, "eval": eval_step, "encode": encode},
     )
