@@ -76,9 +76,16 @@ def base_config(model: str, args: dict[str, str]) -> ml_collections.ConfigDict:
         "checkpoint_every_steps": 0,  # 0: end of each epoch only
         "keep_checkpoints": 2,  # latest checkpoints kept (>= 2, so a damaged one has a fallback) + the best
         "log_every_steps": 10,
+        # read losses back every N steps (1: each step waits for the device; 0: only at the end
+        # of the epoch and before a checkpoint, so the host runs ahead of the device). A
+        # non-finite loss is still caught, named by its step, before anything is saved
+        "sync_every": 1,
         "progress": True,
         "cache": "auto",  # frozen-encoder feature cache: auto (on when frozen) | off | host | device
         "cache_max_gb": 8.0,
+        # persistent XLA compilation cache (medvlsm_jax.train.compile_cache): a folder, "workdir"
+        # (<workdir>/xla_cache) or "" (off); a rerun or resume then compiles nothing
+        "compile_cache": "~/.cache/medvlsm-jax/xla",
     })
     c.eval = ml_collections.ConfigDict({
         "batch_size": 16,

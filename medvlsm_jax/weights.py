@@ -1,7 +1,9 @@
 """Converted-model folders: ``model.json`` (family + config), Orbax ``params/``, tokenizer files.
 
 This is the format ``medvlsm-convert`` writes and :func:`medvlsm_jax.load` reads. It holds no
-torch objects; only numpy arrays saved with Orbax.
+torch objects; only numpy arrays saved with Orbax. Blocks a model runs as one scanned, stacked
+module (:mod:`medvlsm_jax.ops.scan`) are saved and restored per block (``layers.0``,
+``layers.1`` ...), the layout of every folder written before the blocks were stacked.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from medvlsm_jax.ops import scan as scan_lib
 
 # every array a converted model carries: trainable parameters and BatchNorm statistics
 _WEIGHTS = nnx.Any(nnx.Param, nnx.BatchStat)
@@ -38,7 +42,7 @@ def save_model(dst: str, family: str, config: dict[str, Any], model: nnx.Module,
     dst = os.path.abspath(dst)
     os.makedirs(dst, exist_ok=True)
     state = nnx.state(model, _WEIGHTS).to_pure_dict()
-    state = jax.tree.map(np.asarray, state)
+    state = jax.tree.map(np.asarray, scan_lib.unstack_tree(state, scan_lib.stacked_paths(model)))
     path = os.path.join(dst, PARAMS_DIR)
     with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
         ckptr.save(path, state, force=True)
@@ -61,9 +65,11 @@ def read_model_json(src: str) -> dict[str, Any]:
 def restore_params(src: str, model: nnx.Module) -> nnx.Module:
     """Restores the saved leaves into ``model`` (built with the same config) in place."""
     state = nnx.state(model, _WEIGHTS)
+    stacked = scan_lib.stacked_paths(model)
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.to_pure_dict())
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(os.path.join(os.path.abspath(src), PARAMS_DIR), target)
-    nnx.replace_by_pure_dict(state, restored)
+        restored = ckptr.restore(os.path.join(os.path.abspath(src), PARAMS_DIR),
+                                 scan_lib.unstack_shapes(target, stacked))
+    nnx.replace_by_pure_dict(state, scan_lib.stack_tree(restored, stacked))
     nnx.update(model, state)
     return model

@@ -7,6 +7,9 @@
     medvlsm-bench epoch  [--variant base] [--train-size 800]   # epoch s with/without the feature cache
     medvlsm-bench curves [...]   # CLIPSeg img/s vs batch size and image size (medvlsm_jax.bench.curves)
     medvlsm-bench processes [--layouts 1x1,1x2,2x1]   # scaling across processes (medvlsm_jax.bench.bench_processes)
+    medvlsm-bench compile [--variant base] [--modes frozen,full]  # compile s, blocks scanned vs unrolled
+    medvlsm-bench headline [...]  # the paper's 90-epoch Kvasir-sized run end to end (medvlsm_jax.bench.headline)
+    medvlsm-bench suite [...]     # gpu_check.sh's prioritised rows under a time budget (medvlsm_jax.bench.suite)
 
 Modes (the real steps of :mod:`medvlsm_jax.train.run`, built with ``build_run``):
 
@@ -51,7 +54,8 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 REFERENCES = {"clipseg": "medvlsm_jax.bench.bench_clipseg"}
 SEQ_LEN, BOS, EOS = 77, 49406, 49407
 # subcommands with their own options, handled by another module's main(argv)
-DELEGATED = {"curves": "medvlsm_jax.bench.curves", "processes": "medvlsm_jax.bench.bench_processes"}
+DELEGATED = {"curves": "medvlsm_jax.bench.curves", "processes": "medvlsm_jax.bench.bench_processes",
+             "headline": "medvlsm_jax.bench.headline", "suite": "medvlsm_jax.bench.suite"}
 PAPER_EPOCHS = 90  # the paper-faithful CLIPSeg finetune length the epoch projection is for
 
 
@@ -69,7 +73,9 @@ class Spec:
     warmup: int = 2
     iters: int = 5
     torch: bool = False
-    torch_compile: bool = False
+    torch_compile: bool | str = False  # True: eager and torch.compile rows; "only": the compiled one
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # model config fields (scan_layers ...)
+    profile_dir: str = ""  # when set: profile 3 steps per Flax row there (medvlsm_jax.bench.profile)
 
 
 # --------------------------------------------------------------------------- inputs and configs
@@ -87,9 +93,13 @@ def make_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
             "mask": (rng.random((batch, size, size)) > 0.5).astype(np.float32)}
 
 
-def train_config(model: str, variant: str, mode: str, batch: int, size: int, dtype: str) -> Any:
-    """The family's paper recipe for ``mode`` (the reference's optimiser when it has one)."""
+def train_config(model: str, variant: str, mode: str, batch: int, size: int, dtype: str,
+                 overrides: dict[str, Any] | None = None) -> Any:
+    """The family's paper recipe for ``mode`` (the reference's optimiser when it has one), with
+    ``overrides`` of the model config (e.g. ``scan_layers``, ``attention``)."""
     c = load_config(f"{model}:variant={variant}")
+    for k, v in (overrides or {}).items():
+        c.model.overrides[k] = v
     c.data.image_size = size or 0  # 0: the family's contract size
     c.model.freeze_encoder = mode == "frozen"
     c.train.update(batch_size=batch, cache="off", progress=False, mixed_precision=dtype == "bfloat16")
@@ -115,7 +125,8 @@ def _config_fields(model: str) -> set[str]:
 # --------------------------------------------------------------------------- Flax steps
 
 
-def flax_inference(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, list[harness.Compiled]]:
+def flax_inference(config: Any, batch: dict[str, np.ndarray], count: bool = True
+                   ) -> tuple[Callable, list[harness.Compiled]]:
     """The model's eval-mode forward, jitted over the data mesh."""
     from medvlsm_jax.models import registry
     from medvlsm_jax.train import run as run_lib
@@ -135,11 +146,12 @@ def flax_inference(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable,
 
     state = jax.device_put(state, rep)
     inputs = shd.put_batch({k: batch[k] for k in keys}, bat)
-    c = harness.compile_jax(jax.jit(forward, in_shardings=(rep, bat), out_shardings=bat), state, inputs)
+    c = harness.compile_jax(jax.jit(forward, in_shardings=(rep, bat), out_shardings=bat), state, inputs, flops=count)
     return lambda: c.fn(state, inputs), [c]
 
 
-def flax_train(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, list[harness.Compiled]]:
+def flax_train(config: Any, batch: dict[str, np.ndarray], count: bool = True
+               ) -> tuple[Callable, list[harness.Compiled]]:
     """The trainer's train step (after its frozen-encoder ``encode`` when the encoders are frozen)."""
     from medvlsm_jax.train import sharding as shd
     from medvlsm_jax.train.run import build_run
@@ -150,12 +162,12 @@ def flax_train(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, lis
     feed = {"mask": shd.put_batch(batch["mask"], run.batch_sharding)}
     compiled = []
     if run.encoder_frozen:
-        enc = harness.compile_jax(run.steps.encode, state.params, run.frozen, state.rest, raw)
+        enc = harness.compile_jax(run.steps.encode, state.params, run.frozen, state.rest, raw, flops=count)
         compiled.append(enc)
         feed["features"] = enc.fn(state.params, run.frozen, state.rest, raw)
     else:
         feed.update(raw)
-    step = harness.compile_jax(run.steps.train, state, run.frozen, feed)
+    step = harness.compile_jax(run.steps.train, state, run.frozen, feed, flops=count)
     compiled.append(step)
 
     def train_step():
@@ -171,8 +183,11 @@ def flax_train(config: Any, batch: dict[str, np.ndarray]) -> tuple[Callable, lis
 
 
 def _row_key(spec: Spec, model: str, mode: str, dtype: str, batch: int, size: int) -> dict[str, Any]:
-    return {"model": model, "variant": spec.variant, "mode": mode, "dtype": dtype, "batch": batch,
-            "size": size, "devices": jax.device_count()}
+    key = {"model": model, "variant": spec.variant, "mode": mode, "dtype": dtype, "batch": batch,
+           "size": size, "devices": jax.device_count()}
+    if spec.overrides:
+        key["overrides"] = dict(spec.overrides)
+    return key
 
 
 def _measure(key: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -190,13 +205,17 @@ def flax_row(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> dict[
     key = {**_row_key(spec, model, mode, dtype, batch, size), "impl": "flax"}
     if dtype == "bfloat16" and "dtype" not in _config_fields(model):
         return {**key, "skipped": f"{model} has no compute-dtype option"}
-    config = train_config(model, spec.variant, mode, batch, size, dtype)
+    config = train_config(model, spec.variant, mode, batch, size, dtype, spec.overrides)
     data = make_batch(batch, size)
 
     def measure():
         step, compiled = (flax_inference if mode == "inference" else flax_train)(config, data)
         times = harness.time_steps(step, batch=batch, warmup=spec.warmup, iters=spec.iters)
         out = harness.summarize_jax(times, compiled, batch=batch, dtype=dtype, n_devices=jax.device_count())
+        if spec.profile_dir:
+            from medvlsm_jax.bench import profile
+
+            out["profile"] = profile.trace_steps(step, os.path.join(spec.profile_dir, f"{model}_{mode}_{dtype}_b{batch}"))
         if mode != "inference":
             out["train"] = {k: config.train[k] for k in ("optimizer", "lr", "weight_decay", "grad_clip", "loss")}
         return out
@@ -215,9 +234,10 @@ def torch_rows(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> lis
     data = make_batch(batch, size)
     amp = dtype == "bfloat16"
     rows = []
-    for compiled in (False, True) if spec.torch_compile else (False,):
+    for compiled in ((True,) if spec.torch_compile == "only" else (False, True) if spec.torch_compile else (False,)):
         impl = "torch" + ("-compile" if compiled else "") + ("-amp" if amp else "")
         key = {**_row_key(spec, model, mode, dtype, batch, size), "devices": 1, "impl": impl}
+        key.pop("overrides", None)  # model config switches of the Flax side
 
         def measure():
             step = ref.reference_step(ref.torch_model(spec.variant, device), mode, data, device=device, amp=amp,
@@ -349,15 +369,18 @@ def _mib(x: int | None) -> float | None:
 
 def models_table(rows: list[dict[str, Any]]) -> str:
     header = ["model", "mode", "impl", "dtype", "batch", "size", "dev", "img/s", "spread", "compile s",
-              "GFLOP/img", "TFLOP/s", "MFU", "XLA MiB/dev", "peak MiB", "vs PyTorch", "scaling", "note"]
+              "GFLOP/img", "XLA-compiled GFLOP/img", "TFLOP/s", "MFU", "XLA MiB/dev", "peak MiB", "vs PyTorch",
+              "scaling", "note"]
     body = []
     for r in rows:
         vs = ", ".join(f"{k[3:]} {v:.2f}x" for k, v in r.items() if k.startswith("vs_"))
+        note = " ".join([f"{k}={v}" for k, v in r.get("overrides", {}).items()]
+                        + [r.get("error") or r.get("skipped") or ""]).strip()
         body.append([r["model"], r["mode"], r["impl"], r["dtype"], r["batch"], r["size"], r["devices"],
                      r.get("img_per_s"), r.get("spread"), r.get("compile_s", r.get("first_step_s")),
-                     r.get("gflops_per_img"), r.get("tflops_per_s"), r.get("mfu"),
-                     _mib(r.get("xla_bytes_per_device")), _mib(r.get("process_peak_bytes")), vs,
-                     r.get("scaling"), r.get("error") or r.get("skipped") or ""])
+                     r.get("gflops_per_img"), r.get("xla_compiled_gflops_per_img"), r.get("tflops_per_s"),
+                     r.get("mfu"), _mib(r.get("xla_bytes_per_device")), _mib(r.get("process_peak_bytes")), vs,
+                     r.get("scaling"), note])
     return harness.markdown_table(header, body)
 
 
@@ -413,7 +436,7 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"unknown mode/dtype {bad}; modes: {', '.join(MODES)}; dtypes: {', '.join(DTYPES)}")
     spec = Spec(models=args.models, variant=args.variant, modes=args.modes, batches=args.batch, size=args.size,
                 dtypes=args.dtypes, per_device=args.per_device, warmup=args.warmup, iters=args.iters,
-                torch=args.torch, torch_compile=args.torch_compile)
+                torch=args.torch, torch_compile=args.torch_compile, overrides=args.override)
     counts = _device_counts(args.devices)
     result = {"benchmark": "models", "env": harness.environment(), "peaks": peaks(spec.dtypes),
               "spec": dataclasses.asdict(spec), "device_counts": counts, "rows": []}
@@ -423,6 +446,96 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
         result["rows"] += run_torch(spec)
     add_ratios(result["rows"])
     report(args.name or "models", result, models_table(result["rows"]), args)
+    return result
+
+
+def _value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def overrides_arg(text: str) -> dict[str, Any]:
+    """``'scan_layers=false,attention=xla'`` -> ``{'scan_layers': False, 'attention': 'xla'}``."""
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--override {item!r}: expected KEY=VALUE")
+        out[key.strip()] = _value(value)
+    return out
+
+
+def compile_rows(models: list[str], variant: str, modes: list[str], batch: int, size: int, dtypes: list[str],
+                 scans: list[bool]) -> list[dict[str, Any]]:
+    """Seconds to lower and compile each mode's executables (inference: the forward; frozen: the
+    frozen ``encode`` + the decoder train step; full: the train step) and the eval step, with the
+    transformer blocks scanned or unrolled. Nothing is run; FLOPs are not counted."""
+    from medvlsm_jax.train.run import build_run
+
+    rows = []
+    for model in models:
+        sz = size or _default_size(model)
+        data = make_batch(batch, sz)
+        for dtype in (DTYPES[d] for d in dtypes):
+            for mode in modes:
+                for scan in scans:
+                    key = {"model": model, "variant": variant, "mode": mode, "dtype": dtype, "batch": batch,
+                           "size": sz, "scan_layers": scan}
+
+                    def measure():
+                        config = train_config(model, variant, mode, batch, sz, dtype, {"scan_layers": scan})
+                        fn = flax_inference if mode == "inference" else flax_train
+                        _, compiled = fn(config, data, count=False)
+                        out = {"compile_s": sum(c.compile_s for c in compiled),
+                               "compile_cpu_s": sum(c.compile_cpu_s for c in compiled),
+                               "lower_s": sum(c.lower_s for c in compiled),
+                               "executables": [round(c.compile_s, 2) for c in compiled],
+                               "executables_cpu": [round(c.compile_cpu_s, 2) for c in compiled]}
+                        if mode != "inference":  # the eval step the trainer validates with
+                            run = build_run(config)
+                            inputs = shd_inputs(run, data)
+                            ev = harness.compile_jax(run.steps.eval, run.init_state.params, run.frozen,
+                                                     run.init_state.rest, inputs, flops=False)
+                            out["eval_compile_s"], out["eval_compile_cpu_s"] = ev.compile_s, ev.compile_cpu_s
+                        return out
+                    rows.append(_measure(key, measure))
+    return rows
+
+
+def shd_inputs(run: Any, data: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The eval step's inputs for a host batch: features (frozen encoder) or raw inputs, + mask."""
+    from medvlsm_jax.train import sharding as shd
+
+    raw = shd.put_batch({k: data[k] for k in run.contract.input_keys}, run.batch_sharding)
+    inputs = {"mask": shd.put_batch(data["mask"], run.batch_sharding)}
+    if run.encoder_frozen:
+        s = run.init_state
+        inputs["features"] = run.steps.encode(s.params, run.frozen, s.rest, raw)
+    else:
+        inputs.update(raw)
+    return inputs
+
+
+def cmd_compile(args: argparse.Namespace) -> dict[str, Any]:
+    scans = [_value(v) for v in args.scan]
+    rows = compile_rows(args.models, args.variant, args.modes, args.batch, args.size, args.dtypes, scans)
+    result = {"benchmark": "compile", "env": harness.environment(), "rows": rows}
+    header = ["model", "mode", "dtype", "batch", "size", "scan_layers", "compile s (step)", "CPU s", "of which lowering s",
+              "per executable s", "per executable CPU s", "eval step compile s", "eval CPU s", "note"]
+    table = harness.markdown_table(header, [[r["model"], r["mode"], r["dtype"], r["batch"], r["size"],
+                                             r["scan_layers"], r.get("compile_s"), r.get("compile_cpu_s"),
+                                             r.get("lower_s"), " + ".join(map(str, r.get("executables", []))),
+                                             " + ".join(map(str, r.get("executables_cpu", []))),
+                                             r.get("eval_compile_s"), r.get("eval_compile_cpu_s"), r.get("error", "")]
+                                            for r in rows])
+    report(args.name or "compile", result, table, args)
     return result
 
 
@@ -492,8 +605,21 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--iters", type=int, default=5)
     m.add_argument("--torch", action="store_true", help="also time the PyTorch references")
     m.add_argument("--torch-compile", action="store_true", help="also torch.compile the references")
+    m.add_argument("--override", type=overrides_arg, default={},
+                   help="model config fields, e.g. scan_layers=false,attention=xla")
     outputs(m)
     m.set_defaults(func=cmd_models)
+
+    k = sub.add_parser("compile", help="compile seconds of the real steps, layers scanned vs unrolled")
+    k.add_argument("--models", type=csv_arg(), default=["clipseg"])
+    k.add_argument("--variant", default="base")
+    k.add_argument("--modes", type=csv_arg(), default=["frozen", "full"])
+    k.add_argument("--batch", type=int, default=4)
+    k.add_argument("--size", type=int, default=0)
+    k.add_argument("--dtypes", type=csv_arg(), default=["fp32"])
+    k.add_argument("--scan", type=csv_arg(), default=["false", "true"], help="scan_layers values to compare")
+    outputs(k)
+    k.set_defaults(func=cmd_compile)
 
     d = sub.add_parser("data", help="input pipeline examples/s (grain -> host -> device)")
     d.add_argument("--dataset", default="synthetic_polyp")

@@ -7,9 +7,14 @@ Method (the same for JAX and PyTorch):
 * ``warmup`` untimed steps, then ``iters`` timed steps, *each waited for* (JAX:
   ``jax.block_until_ready`` on the step's outputs; PyTorch: ``torch.cuda.synchronize`` on GPU);
   the figure is the median step time, with min/max and the relative spread ``(max-min)/median``;
-* FLOPs per step from XLA's cost analysis of the compiled executables (per device under SPMD, so
-  multiplied by the device count); MFU = achieved FLOP/s / peak FLOP/s of the devices used
-  (:data:`PEAK_FLOPS`; on CPU the peak is *measured* once per process with a large matmul, see
+* FLOPs per step from XLA's cost analysis of the *unoptimised lowering* of the step
+  (:func:`count_flops`: ``jit(f).lower(...).cost_analysis()``, global over the devices, with the
+  scanned transformer blocks traced unrolled because XLA counts a loop body once), never from
+  the compiled executable: XLA:GPU leaves out the matrix products it hands to cuBLAS/cuDNN, which
+  made the compiled count ~10x too low. The compiled executable's own figure is kept beside it
+  (``xla_compiled_gflops_per_img``) for comparison. MFU = achieved FLOP/s / dense peak FLOP/s of
+  the devices used (:data:`PEAK_FLOPS`, datasheet figures with their source in
+  :data:`PEAK_SOURCES`; on CPU the peak is *measured* once per process with a large matmul, see
   :func:`measured_cpu_peak`, and shared by every simulated host device);
 * memory: XLA's static estimate per device of each executable (arguments + outputs + temporaries
   - aliased/donated buffers), plus the allocator's process-wide peak where the backend reports
@@ -30,32 +35,48 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from medvlsm_jax.ops import scan as scan_lib
+
 __all__ = [
-    "PEAK_FLOPS", "Compiled", "compile_jax", "time_steps", "time_jax", "time_torch", "summarize_jax",
+    "PEAK_FLOPS", "PEAK_SOURCES", "Compiled", "compile_jax", "count_flops", "time_steps", "time_jax", "time_torch", "summarize_jax",
     "flops_fields", "peak_flops", "measured_cpu_peak", "cpu_peak_env", "process_peak_bytes", "environment",
     "device_slug", "results_dir", "write_result", "write_markdown", "markdown_row", "markdown_table",
 ]
 
-# Dense peak FLOP/s per device (no sparsity). Sources: NVIDIA H100 Tensor Core GPU datasheet
-# (SXM5: BF16 989.4 T, TF32 494.7 T, FP32 66.9 T; PCIe: 756 T, 378 T, 51.2 T), NVIDIA H200
-# datasheet (same compute as H100 SXM), NVIDIA A100 datasheet (BF16 312 T, TF32 156 T, FP32 19.5 T).
+# Dense peak FLOP/s per device (no sparsity; the datasheets print the 2:4-sparsity figure,
+# twice these, with an asterisk). fp32 matmuls on Ampere/Hopper run on TF32 tensor cores at JAX's
+# default precision, so float32 MFU there is against the TF32 column.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "H100 SXM": {"bfloat16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12},
     "H100 PCIe": {"bfloat16": 756.0e12, "tf32": 378.0e12, "float32": 51.2e12},
+    "H100 NVL": {"bfloat16": 835.5e12, "tf32": 417.5e12, "float32": 60.0e12},
     "H200": {"bfloat16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12},
+    "H200 NVL": {"bfloat16": 835.5e12, "tf32": 417.5e12, "float32": 60.0e12},
     "A100": {"bfloat16": 312.0e12, "tf32": 156.0e12, "float32": 19.5e12},
 }
-# JAX's default matmul precision lets XLA:GPU use TF32 tensor cores for float32 dots on
-# Ampere and later, so float32 MFU on those GPUs is against the TF32 peak.
+PEAK_SOURCES: dict[str, str] = {
+    "H100 SXM": "NVIDIA H100 Tensor Core GPU datasheet, H100 SXM column (BF16 1,979 / TF32 989 TFLOPS "
+                "with sparsity; dense = half)",
+    "H100 PCIe": "NVIDIA H100 Tensor Core GPU datasheet, H100 PCIe column (BF16 1,513 / TF32 756 sparse)",
+    "H100 NVL": "NVIDIA H100 Tensor Core GPU datasheet, H100 NVL column (BF16 1,671 / TF32 835 sparse)",
+    "H200": "NVIDIA H200 Tensor Core GPU datasheet, H200 SXM column (BF16 1,979 / TF32 989 TFLOPS "
+            "with sparsity; dense = half)",
+    "H200 NVL": "NVIDIA H200 Tensor Core GPU datasheet, H200 NVL column (BF16 1,671 / TF32 835 sparse)",
+    "A100": "NVIDIA A100 Tensor Core GPU datasheet, A100 80GB SXM column (BF16 312 / TF32 156 dense)",
+}
 _GPU_FLOAT32_KEY = "tf32"
 
 
 def _gpu_table_key(device_kind: str) -> str | None:
     kind = device_kind.lower()
-    if "h200" in kind:
-        return "H200"
-    if "h100" in kind:
-        return "H100 PCIe" if "pcie" in kind else "H100 SXM"
+    for chip in ("h200", "h100"):
+        if chip in kind:
+            name = chip.upper()
+            if "nvl" in kind:
+                return f"{name} NVL"
+            if chip == "h100":
+                return "H100 PCIe" if "pcie" in kind else "H100 SXM"
+            return name
     if "a100" in kind:
         return "A100"
     return None
@@ -95,12 +116,13 @@ def peak_flops(dtype: str, device: Any = None) -> tuple[float | None, str]:
     if key is None:
         return None, f"no peak listed for {device.device_kind!r}"
     column = _GPU_FLOAT32_KEY if dtype == "float32" else dtype
-    return PEAK_FLOPS[key][column], f"{key} {column} dense datasheet"
+    return PEAK_FLOPS[key][column], f"{key} dense {column}: {PEAK_SOURCES[key]}"
 
 
 def flops_fields(flops_per_step: float | None, median_s: float, batch: int, dtype: str,
                  n_devices: int) -> dict[str, Any]:
-    """GFLOPs per image, achieved TFLOP/s and MFU for a step of ``batch`` images."""
+    """GFLOPs per image, achieved TFLOP/s and MFU for a step of ``batch`` images (``flops_per_step``
+    over all devices, from :func:`count_flops`)."""
     if not flops_per_step:
         return {}
     peak, source = peak_flops(dtype)
@@ -120,22 +142,49 @@ class Compiled:
 
     fn: Callable
     compile_s: float
-    flops: float | None  # per step, all devices together
+    flops: float | None  # per step, all devices together: the unoptimised lowering (count_flops)
     bytes_per_device: int | None  # XLA's static estimate: arguments + outputs + temps - aliased
+    compiled_flops: float | None = None  # the compiled executable's own count (x devices), for comparison
+    lower_s: float = 0.0  # of compile_s, the tracing + lowering
+    compile_cpu_s: float = 0.0  # CPU seconds of this process over the lower + compile (robust to a busy host)
 
 
-def compile_jax(fn: Callable, *args, n_devices: int | None = None) -> Compiled:
-    """Lowers and compiles ``fn`` (a ``jax.jit`` result, or a function to jit) for ``args``."""
-    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    n_devices = n_devices or jax.device_count()
-    flops = mem = None
+def _cost_flops(analysis: Any) -> float | None:
+    cost = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    value = float((cost or {}).get("flops", 0.0))
+    return value or None
+
+
+def count_flops(fn: Callable, *args) -> float | None:
+    """FLOPs of one call of ``fn`` on ``args`` over all devices together: XLA's cost analysis of
+    the unoptimised lowering (before SPMD partitioning, so global), with every scanned block
+    traced unrolled (:func:`medvlsm_jax.ops.scan.unrolled_scans`). Nothing is compiled.
+
+    ``fn`` may be a ``jax.jit`` result: its Python function is re-jitted under a fresh identity so
+    that JAX's trace cache (which already holds the scanned trace) is not reused."""
+    inner = getattr(fn, "__wrapped__", fn)
     try:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0)) * n_devices or None
+        with scan_lib.unrolled_scans():
+            lowered = jax.jit(lambda *a: inner(*a)).lower(*args)
+        return _cost_flops(lowered.cost_analysis())
+    except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
+        return None
+
+
+def compile_jax(fn: Callable, *args, n_devices: int | None = None, flops: bool = True) -> Compiled:
+    """Lowers and compiles ``fn`` (a ``jax.jit`` result, or a function to jit) for ``args``; FLOPs
+    from :func:`count_flops` (``flops=False``: not counted)."""
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    t0, c0 = time.perf_counter(), time.process_time()
+    lowered = jitted.lower(*args)
+    lower_s = time.perf_counter() - t0
+    compiled = lowered.compile()
+    compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    n_devices = n_devices or jax.device_count()
+    compiled_flops = mem = None
+    try:
+        per_device = _cost_flops(compiled.cost_analysis())
+        compiled_flops = per_device * n_devices if per_device else None
     except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
         pass
     try:
@@ -144,7 +193,8 @@ def compile_jax(fn: Callable, *args, n_devices: int | None = None) -> Compiled:
                   - m.alias_size_in_bytes)
     except Exception:  # noqa: BLE001 - memory analysis is best-effort on some backends
         pass
-    return Compiled(compiled, compile_s, flops, mem)
+    total = count_flops(jitted, *args) if flops else None
+    return Compiled(compiled, compile_s, total, mem, compiled_flops, lower_s, compile_cpu_s)
 
 
 def time_steps(step: Callable[[], Any], *, batch: int, warmup: int = 2, iters: int = 10,
@@ -167,8 +217,11 @@ def summarize_jax(times: dict[str, float], compiled: Sequence[Compiled], *, batc
     """Timing + compile time + FLOPs/MFU + memory of a step made of ``compiled`` executables."""
     flops = [c.flops for c in compiled]
     mems = [c.bytes_per_device for c in compiled]
-    out = dict(times, compile_s=sum(c.compile_s for c in compiled))
+    out = dict(times, compile_s=sum(c.compile_s for c in compiled), compiles=len(compiled),
+               compile_cpu_s=sum(c.compile_cpu_s for c in compiled))
     out.update(flops_fields(sum(flops) if all(flops) else None, times["median_s"], batch, dtype, n_devices))
+    xla = [c.compiled_flops for c in compiled]
+    out["xla_compiled_gflops_per_img"] = sum(xla) / batch / 1e9 if all(xla) else None
     out["xla_bytes_per_device"] = max(mems) if all(m is not None for m in mems) else None
     out["process_peak_bytes"] = process_peak_bytes()
     return out

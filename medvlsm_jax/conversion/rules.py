@@ -18,6 +18,10 @@ nnx.Embed           embedding                  weight
 nnx.Param attr X    X                          X (as is; e.g. ``class_embedding``)
 ==================  =========================  ===========================================
 
+Blocks a model keeps stacked for ``nnx.scan`` (:mod:`medvlsm_jax.ops.scan`: one module whose
+leaves have a leading layer axis) are expanded to one torch key per block, ``<path>.<i>.<leaf>``,
+exactly as a ``ModuleList`` names them; each block's tensor is transformed on its own.
+
 A model family adds only a short *key map* (``torch_dict -> torch_dict``) for the places where
 its PyTorch layout differs from a plain module tree (fused qkv projections, checkpoint prefixes
 like ``module.``) and a list of keys that are knowingly dropped (e.g. CLIPSeg's unused vision
@@ -34,6 +38,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from flax import nnx
+
+from medvlsm_jax.ops import scan as scan_lib
 
 # every array a converted model carries: trainable parameters and BatchNorm statistics
 _WEIGHTS = nnx.Any(nnx.Param, nnx.BatchStat)
@@ -125,10 +131,13 @@ def _join(path: tuple) -> str:
 
 
 def _leaf_plan(model: nnx.Module):
-    """Yields (flax_path, torch_key, transform, shape) for every array leaf of ``model``."""
+    """Yields (flax_path, block, torch_key, transform, shape) for every array leaf of ``model``:
+    ``block`` is None for an ordinary leaf, else the index along the leading axis of a stacked
+    module's leaf (one entry per block, ``shape`` without that axis)."""
     state = nnx.state(model, _WEIGHTS)
     flat = {tuple(k): v for k, v in state.flat_state()}
     modules = {tuple(p): m for p, m in nnx.iter_modules(model)}
+    stacked = scan_lib.stacked_paths(model)
     plan = []
     for path, var in flat.items():
         parent = modules.get(path[:-1])
@@ -136,17 +145,23 @@ def _leaf_plan(model: nnx.Module):
         leaf = path[-1]
         if rule is not None and leaf in rule:
             tname, fn = rule[leaf]
-            tkey = _join(path[:-1] + (tname,))
+            tpath = path[:-1] + (tname,)
         else:  # a raw nnx.Param / BatchStat attribute named like the torch parameter
-            tkey, fn = _join(path), _IDENTITY
-        plan.append((path, tkey, fn, tuple(var.get_value().shape)))
+            tpath, fn = path, _IDENTITY
+        shape = tuple(var.get_value().shape)
+        cut = next((len(p) for p in stacked if path[:len(p)] == p), None)
+        if cut is None:
+            plan.append((path, None, _join(tpath), fn, shape))
+            continue
+        for i in range(stacked[path[:cut]]):
+            plan.append((path, i, _join(tpath[:cut] + (i,) + tpath[cut:]), fn, shape[1:]))
     return plan
 
 
 def expected_torch_keys(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     """torch key -> the shape the torch tensor must have, for every leaf of ``model``."""
     out = {}
-    for _, tkey, fn, shape in _leaf_plan(model):
+    for _, _, tkey, fn, shape in _leaf_plan(model):
         # shape of the torch tensor: invert the transform on a dummy of the flax shape.
         out[tkey] = _torch_shape(fn, shape)
     return out
@@ -194,10 +209,10 @@ def convert_state_dict(
     drop = list(drop)
     allow_missing = list(allow_missing)
     plan = _leaf_plan(model)
-    wanted = {tkey for _, tkey, _, _ in plan}
+    wanted = {tkey for _, _, tkey, _, _ in plan}
     missing, bad_shape, kept_init, used = [], [], [], []
-    updates = {}
-    for path, tkey, fn, shape in plan:
+    updates, blocks = {}, {}
+    for path, block, tkey, fn, shape in plan:
         if tkey not in state_dict:
             if _matches(tkey, allow_missing):
                 kept_init.append(tkey)
@@ -209,7 +224,10 @@ def convert_state_dict(
         if tuple(arr.shape) != want:
             bad_shape.append(f"{tkey}: got {tuple(arr.shape)}, expected {want}")
             continue
-        updates[path] = fn(arr)
+        if block is None:
+            updates[path] = fn(arr)
+        else:
+            blocks.setdefault(path, {})[block] = fn(arr)
         used.append(tkey)
     extra = sorted(k for k in state_dict if k not in wanted and not _matches(k, drop))
     dropped = sorted(k for k in state_dict if k not in wanted and _matches(k, drop))
@@ -223,6 +241,14 @@ def convert_state_dict(
 
     state = nnx.state(model, _WEIGHTS)
     pure = state.to_pure_dict()
+    for path, parts in blocks.items():  # stacked leaves: blocks not given (allow_missing) keep their init
+        node = pure
+        for p in path:
+            node = node[p]
+        current = np.array(node)
+        for i, value in parts.items():
+            current[i] = value
+        updates[path] = current
     for path, value in updates.items():
         node = pure
         for p in path[:-1]:

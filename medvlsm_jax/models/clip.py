@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from medvlsm_jax.ops import scan as scan_lib
 from medvlsm_jax.ops.resize import resize
 
 Array = jax.Array
@@ -29,13 +30,42 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+
+
+def _cudnn_supported(q: Array, mask: Array | None) -> bool:
+    """Whether cuDNN flash attention applies: a GPU, half-precision inputs, no explicit mask and a
+    head size it accepts (a multiple of 8, at most 128)."""
+    head = q.shape[-1]
+    return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
+            and head % 8 == 0 and head <= 128)
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array | None = None, implementation: str | None = None) -> Array:
+    """``jax.nn.dot_product_attention`` over (B, T, heads, head_dim). ``implementation``:
+    ``xla`` (or None) always; ``cudnn`` / ``auto``: cuDNN flash attention where it applies
+    (:func:`_cudnn_supported`; bf16 on a GPU), XLA elsewhere (CPU, fp32, masked attention)."""
+    if implementation not in (None, *ATTENTION_IMPLEMENTATIONS):
+        raise ValueError(f"attention implementation {implementation!r}; choose from "
+                         f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    if implementation in ("cudnn", "auto") and _cudnn_supported(q, mask):
+        try:
+            return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        except (RuntimeError, ValueError, NotImplementedError):  # this cuDNN rejects the shape
+            pass
+    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention with separate q/k/v/out projections (HF ``CLIPAttention``)."""
 
-    def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=None):
+    def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=None, implementation: str | None = None):
         if dim % heads:
             raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        if implementation not in (None, *ATTENTION_IMPLEMENTATIONS):
+            raise ValueError(f"attention={implementation!r}; choose from {', '.join(ATTENTION_IMPLEMENTATIONS)}")
         self.heads = heads
+        self.implementation = implementation
         lin = lambda: nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)  # noqa: E731
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = lin(), lin(), lin(), lin()
 
@@ -44,7 +74,7 @@ class Attention(nnx.Module):
         b, t, d = x.shape
         split = lambda y: y.reshape(b, t, self.heads, d // self.heads)  # noqa: E731
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        out = attention(q, k, v, mask, self.implementation)
         return self.out_proj(out.reshape(b, t, d))
 
 
@@ -62,9 +92,9 @@ class EncoderLayer(nnx.Module):
     """Transformer block. ``post_norm=False``: CLIP's pre-norm block; ``True``: CLIPSeg's decoder
     block, which normalises after each residual sum."""
 
-    def __init__(self, dim, heads, mlp_dim, act, eps, *, post_norm=False, rngs, dtype=None):
+    def __init__(self, dim, heads, mlp_dim, act, eps, *, post_norm=False, rngs, dtype=None, attention=None):
         self.post_norm = post_norm
-        self.self_attn = Attention(dim, heads, rngs=rngs, dtype=dtype)
+        self.self_attn = Attention(dim, heads, rngs=rngs, dtype=dtype, implementation=attention)
         self.layer_norm1 = nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
         self.mlp = MLP(dim, mlp_dim, act, rngs=rngs, dtype=dtype)
         self.layer_norm2 = nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
@@ -78,13 +108,22 @@ class EncoderLayer(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    def __init__(self, depth, dim, heads, mlp_dim, act, eps, *, rngs, dtype=None):
-        self.layers = nnx.List(
-            [EncoderLayer(dim, heads, mlp_dim, act, eps, rngs=rngs, dtype=dtype) for _ in range(depth)]
-        )
+    """``depth`` identical blocks. With ``scan`` (default) they are one stacked block run by
+    ``nnx.scan`` (:mod:`medvlsm_jax.ops.scan`: XLA compiles the block once); the parameters are
+    still read and written per block (``layers.N.*``) by conversion and model folders."""
+
+    def __init__(self, depth, dim, heads, mlp_dim, act, eps, *, rngs, dtype=None, scan=True, attention=None):
+        blocks = [EncoderLayer(dim, heads, mlp_dim, act, eps, rngs=rngs, dtype=dtype, attention=attention)
+                  for _ in range(depth)]  # initialised one after another: the same numbers either way
+        self.depth = depth
+        self.scan = bool(scan) and depth > 1
+        self.layers = scan_lib.stack_modules(blocks) if self.scan else nnx.List(blocks)
 
     def __call__(self, x: Array, mask: Array | None = None, *, collect: tuple[int, ...] = ()) -> tuple[Array, list]:
         """Runs every block; returns the last output and the outputs of the blocks in ``collect``."""
+        if self.scan:
+            x, outs = scan_lib.scan_blocks(self.layers, x, mask, keep=bool(collect))
+            return x, [outs[i] for i in collect]
         taps = []
         for i, layer in enumerate(self.layers):
             x = layer(x, mask)
@@ -133,10 +172,12 @@ class VisionTransformer(nnx.Module):
     """HF ``CLIPVisionTransformer`` truncated to ``depth`` blocks (no post-norm / pooling: CLIPSeg
     uses only intermediate activations)."""
 
-    def __init__(self, *, dim, depth, heads, mlp_dim, patch, image_size, act, eps, rngs, dtype=None):
+    def __init__(self, *, dim, depth, heads, mlp_dim, patch, image_size, act, eps, rngs, dtype=None, scan=True,
+                 attention=None):
         self.embeddings = VisionEmbeddings(dim, patch, image_size, rngs=rngs, dtype=dtype)
         self.pre_layrnorm = nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
-        self.encoder = Encoder(depth, dim, heads, mlp_dim, act, eps, rngs=rngs, dtype=dtype)
+        self.encoder = Encoder(depth, dim, heads, mlp_dim, act, eps, rngs=rngs, dtype=dtype, scan=scan,
+                               attention=attention)
 
     def __call__(self, pixel_values: Array, collect: tuple[int, ...]) -> tuple[list[Array], tuple[int, int]]:
         x = self.pre_layrnorm(self.embeddings(pixel_values))
@@ -160,10 +201,12 @@ class TextEmbeddings(nnx.Module):
 class TextTransformer(nnx.Module):
     """HF ``CLIPTextTransformer``: causal blocks, final LayerNorm, pooled EOS feature."""
 
-    def __init__(self, *, vocab, max_len, dim, depth, heads, mlp_dim, act, eps, eos_token_id, rngs, dtype=None):
+    def __init__(self, *, vocab, max_len, dim, depth, heads, mlp_dim, act, eps, eos_token_id, rngs, dtype=None,
+                 scan=True, attention=None):
         self.eos_token_id = eos_token_id
         self.embeddings = TextEmbeddings(vocab, max_len, dim, rngs=rngs)
-        self.encoder = Encoder(depth, dim, heads, mlp_dim, act, eps, rngs=rngs, dtype=dtype)
+        self.encoder = Encoder(depth, dim, heads, mlp_dim, act, eps, rngs=rngs, dtype=dtype, scan=scan,
+                               attention=attention)
         self.final_layer_norm = nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> tuple[Array, Array]:

@@ -59,6 +59,11 @@ class CLIPSegConfig:
     use_complex_transposed_convolution: bool = True
     # computation dtype (the input size is the family's contract, not a model field)
     dtype: str = "float32"
+    # speed switches (no effect on the weights or their layout): run the identical CLIP blocks as
+    # one nnx.scan (XLA compiles one block per tower); attention "auto" = cuDNN flash attention
+    # where it applies (bf16 on a GPU, unmasked), XLA elsewhere; "xla" always XLA
+    scan_layers: bool = True
+    attention: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,7 +90,7 @@ def tiny() -> CLIPSegConfig:
 
 
 class CLIPSegDecoder(nnx.Module):
-    def __init__(self, cfg: CLIPSegConfig, *, rngs: nnx.Rngs, dtype=None):
+    def __init__(self, cfg: CLIPSegConfig, *, rngs: nnx.Rngs, dtype=None, attention: str | None = None):
         self.conditional_layer = cfg.conditional_layer
         rd = cfg.reduce_dim
         self.film_mul = nnx.Linear(cfg.projection_dim, rd, dtype=dtype, rngs=rngs)
@@ -107,7 +112,7 @@ class CLIPSegDecoder(nnx.Module):
         self.reduces = nnx.List([nnx.Linear(cfg.vision_hidden_size, rd, dtype=dtype, rngs=rngs) for _ in range(n)])
         self.layers = nnx.List([
             clip_lib.EncoderLayer(rd, cfg.decoder_heads, cfg.decoder_intermediate_size, "relu", cfg.layer_norm_eps,
-                                  post_norm=True, rngs=rngs, dtype=dtype)
+                                  post_norm=True, rngs=rngs, dtype=dtype, attention=attention)
             for _ in range(n)
         ])
 
@@ -134,12 +139,14 @@ class CLIPSegClip(nnx.Module):
         self.vision_model = clip_lib.VisionTransformer(
             dim=cfg.vision_hidden_size, depth=cfg.vision_depth, heads=cfg.vision_heads,
             mlp_dim=cfg.vision_intermediate_size, patch=cfg.patch_size, image_size=cfg.pretrain_image_size,
-            act=cfg.hidden_act, eps=cfg.layer_norm_eps, rngs=rngs, dtype=dtype,
+            act=cfg.hidden_act, eps=cfg.layer_norm_eps, rngs=rngs, dtype=dtype, scan=cfg.scan_layers,
+            attention=cfg.attention,
         )
         self.text_model = clip_lib.TextTransformer(
             vocab=cfg.vocab_size, max_len=cfg.max_position_embeddings, dim=cfg.text_hidden_size,
             depth=cfg.text_layers, heads=cfg.text_heads, mlp_dim=cfg.text_intermediate_size, act=cfg.hidden_act,
-            eps=cfg.layer_norm_eps, eos_token_id=cfg.eos_token_id, rngs=rngs, dtype=dtype,
+            eps=cfg.layer_norm_eps, eos_token_id=cfg.eos_token_id, rngs=rngs, dtype=dtype, scan=cfg.scan_layers,
+            attention=cfg.attention,
         )
         self.text_projection = nnx.Linear(cfg.text_hidden_size, cfg.projection_dim, use_bias=False, dtype=dtype,
                                           rngs=rngs)
@@ -164,7 +171,7 @@ class CLIPSeg(nnx.Module):
         self.config = cfg
         dtype = jnp.dtype(cfg.dtype)
         self.clip = CLIPSegClip(cfg, rngs=rngs, dtype=dtype)
-        self.decoder = CLIPSegDecoder(cfg, rngs=rngs, dtype=dtype)
+        self.decoder = CLIPSegDecoder(cfg, rngs=rngs, dtype=dtype, attention=cfg.attention)
 
     def encode(self, pixel_values: Array, input_ids: Array, attention_mask: Array | None = None) -> dict[str, Any]:
         """The frozen part: extracted activations (shallowest first) and the conditional embedding."""

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import json
 import logging
 import math
 import os
@@ -45,6 +47,7 @@ from medvlsm_jax.data.errors import DataError
 from medvlsm_jax.evaluation import evaluate as evaluate_lib
 from medvlsm_jax.models import registry
 from medvlsm_jax.train import checkpoint as ckpt_lib
+from medvlsm_jax.train import compile_cache
 from medvlsm_jax.train import distributed
 from medvlsm_jax.train import optim
 from medvlsm_jax.train import sharding as shd
@@ -88,14 +91,17 @@ def model_inputs(run: Run, cache: FeatureCache | None, split: str, batch: dict[s
     return inputs
 
 
-def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: bool) -> pipeline.Loader:
-    """This process's rows of every global batch of ``batch_size`` (see :mod:`medvlsm_jax.data.pipeline`)."""
+def make_loader(run: Run, dataset: str, split: str, batch_size: int, *, train: bool,
+                repeat: bool = False) -> pipeline.Loader:
+    """This process's rows of every global batch of ``batch_size`` (see :mod:`medvlsm_jax.data.pipeline`).
+    ``train``: shuffled, endless; else one pass in order (``repeat``: the same pass endlessly, read
+    ``steps_per_epoch`` batches at a time, so its worker processes start once)."""
     c = run.config
     block, blocks = shd.process_block(run.mesh)
     return pipeline.make_loader(
         dataset, split, run.contract, c.data.prompt, batch_size // blocks,
         seed=c.seed, tokenizer=run.tokenizer, data_dir=c.data.data_dir or None,
-        num_epochs=None if train else 1, worker_count=c.data.worker_count, shard_index=block,
+        num_epochs=None if train or repeat else 1, worker_count=c.data.worker_count, shard_index=block,
         shard_count=blocks, prompt_override=c.data.prompt_override, mask_target=c.data.mask_target)
 
 
@@ -203,6 +209,9 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
     if steps_per_epoch == 0:
         raise ValueError(f"{c.data.dataset}/train has fewer examples than one batch of {tcfg.batch_size}")
     data_iter = iter(train_loader)
+    # one validation iterator for the whole run: grain's worker processes start once, not per epoch
+    val_loader = make_loader(run, c.data.dataset, "val", c.eval.batch_size, train=False, repeat=True)
+    val_iter = iter(val_loader)
     # The initial state is copied: the train step donates its input buffers.
     state, meta = jax.tree.map(lambda x: x.copy(), run.init_state), _initial_meta()
     try:
@@ -231,40 +240,59 @@ def train(run: Run, workdir: str, cache: FeatureCache | None = None,
             if reason:  # recomputed from meta on a rerun, so nothing to save
                 meta["done"], meta["stop_reason"] = True, reason
                 break
+            compiles = compile_cache.counters()
             first = meta["step"] - meta["epoch"] * steps_per_epoch
             # a resumed epoch's loss sums on from the checkpoint, so its mean is the whole epoch's
             start, epoch_loss, seen = time.time(), meta.get("epoch_loss_sum", 0.0), meta.get("epoch_steps", 0)
             bar = tqdm.tqdm(total=(steps_per_epoch - first) * tcfg.batch_size, unit="img", unit_scale=True,
                             desc=f"epoch {meta['epoch'] + 1}", disable=not (lead and tcfg.progress), leave=False)
+            pending = []  # (step, device outputs) not yet read back: see train.sync_every
+
+            def flush():
+                """Reads the pending steps' outputs back (one transfer), checks the losses."""
+                nonlocal epoch_loss, seen
+                if not pending:
+                    return
+                outs = jax.device_get([o for _, o in pending])
+                for (step, _), out in zip(pending, outs):
+                    loss = float(out["loss"])
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at step {step} (epoch {meta['epoch'] + 1}); stopping. "
+                            f"The last good checkpoint (step {ckpts.latest.latest_step()}) in "
+                            f"{ckpts.latest.directory} is left intact")
+                    epoch_loss, seen = epoch_loss + loss, seen + 1
+                    meta["epoch_loss_sum"], meta["epoch_steps"] = epoch_loss, seen
+                    if step % tcfg.log_every_steps == 0:
+                        writer.write(step, {"train/loss": loss, "train/dice": float(out["dice"]),
+                                            "train/grad_norm": float(out["grad_norm"])})
+                bar.update(tcfg.batch_size * len(pending))
+                bar.set_postfix(loss=f"{loss:.4f}")
+                pending.clear()
+
+            sync_every = tcfg.get("sync_every", 1)
             for _ in range(first, steps_per_epoch):
                 batch = next(data_iter)
                 state, out = run.steps.train(state, run.frozen, model_inputs(run, cache, "train", batch, state))
-                loss = float(out["loss"])  # waits for the step
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {meta['step'] + 1} (epoch {meta['epoch'] + 1}); stopping. "
-                        f"The last good checkpoint (step {ckpts.latest.latest_step()}) in "
-                        f"{ckpts.latest.directory} is left intact")
                 meta["step"] += 1
-                epoch_loss, seen = epoch_loss + loss, seen + 1
-                meta["epoch_loss_sum"], meta["epoch_steps"] = epoch_loss, seen
-                bar.update(tcfg.batch_size)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                if meta["step"] % tcfg.log_every_steps == 0:
-                    writer.write(meta["step"], {"train/loss": loss, "train/dice": float(out["dice"]),
-                                                "train/grad_norm": float(out["grad_norm"])})
+                pending.append((meta["step"], out))
+                if sync_every and len(pending) >= sync_every:
+                    flush()  # waits for the step
                 if tcfg.max_steps and meta["step"] >= tcfg.max_steps:
                     break
                 epoch_end = meta["step"] % steps_per_epoch == 0  # saved after validation instead
                 if tcfg.checkpoint_every_steps and meta["step"] % tcfg.checkpoint_every_steps == 0 and not epoch_end:
+                    flush()  # never save a state past a non-finite loss
                     save_latest()
+            flush()
             bar.close()
             if meta["step"] - meta["epoch"] * steps_per_epoch < steps_per_epoch:
                 continue  # stopped mid-epoch by max_steps
-            val = validate(run, cache, state, make_loader(run, c.data.dataset, "val", c.eval.batch_size, train=False))
+            val = validate(run, cache, state, itertools.islice(val_iter, val_loader.steps_per_epoch))
             state, improved = _end_of_epoch(run, state, meta, val, epoch_loss / max(seen, 1), time.time() - start)
             meta["epoch_loss_sum"], meta["epoch_steps"] = 0.0, 0
             h = meta["history"][-1]
+            h["compile_s"] = compile_cache.since(compiles)["seconds"]  # of h["seconds"]: building executables
             writer.write(meta["step"], {"val/loss": h["val_loss"], "val/dice": h["val_dice"],
                                         "val/iou": h["val_iou"], "train/epoch_loss": h["train_loss"],
                                         "lr_scale": h["lr_scale"]})
@@ -358,10 +386,15 @@ def train_and_evaluate(config: Any, workdir: str, *, fresh: bool = False,
     :data:`~medvlsm_jax.train.workdir.SAFE_KEYS` stops the run before anything is touched unless
     ``allow_config_change`` (the change is then appended to ``config_history.jsonl``);
     ``fresh`` moves earlier outputs to ``previous/<time>/`` and starts over.
+    ``<workdir>/run_stats.json``: seconds per phase and what was compiled (executables built,
+    persistent-cache hits, compile seconds; :mod:`medvlsm_jax.train.compile_cache`).
     """
     lead = jax.process_index() == 0
     workdir = workdir_lib.prepare(workdir)
     with _locked(workdir):
+        compile_cache.setup(config, workdir)
+        compiles, t0 = compile_cache.counters(), time.perf_counter()
+        phases = {}
         diff = workdir_lib.check_config(workdir, config, allow_change=allow_config_change or fresh,
                                         has_checkpoints=workdir_lib.has_checkpoints(workdir))
         run = build_run(config)
@@ -375,13 +408,26 @@ def train_and_evaluate(config: Any, workdir: str, *, fresh: bool = False,
                 workdir_lib.record_config(workdir, config, diff, forced=allow_config_change, fresh=fresh)
 
         cache = make_cache(run)
+        phases["build_s"], t = time.perf_counter() - t0, time.perf_counter()
         state, meta = train(run, workdir, cache, before_training=record)
+        phases["train_s"], t = time.perf_counter() - t, time.perf_counter()
         export_dir = os.path.join(workdir, "export")
         if lead:
             export(run, state, export_dir, {"dataset": config.data.dataset, "prompt": config.data.prompt,
                                             "best_epoch": meta["best_epoch"], "best_val_dice": meta["best_dice"]})
+        phases["export_s"], t = time.perf_counter() - t, time.perf_counter()
         results = evaluate_test(run, state, os.path.join(workdir, "eval"), cache) if config.eval.after_training else {}
-    return {"meta": meta, "export": export_dir, "results": results, "state": state, "run": run, "cache": cache}
+        phases["test_s"] = time.perf_counter() - t
+        stats = {"phases": phases, "total_s": time.perf_counter() - t0, "compile": compile_cache.since(compiles),
+                 "compile_cache_dir": jax.config.jax_compilation_cache_dir, "epochs": meta["history"],
+                 "feature_cache": cache.stats() if cache is not None else None}
+        log.info("compiled %d executables (%d more loaded from the persistent cache) in %.1fs",
+                 stats["compile"]["compiled"], stats["compile"]["cache_hits"], stats["compile"]["seconds"])
+        if lead:
+            with open(os.path.join(workdir, "run_stats.json"), "w") as f:
+                json.dump(stats, f, indent=2)
+    return {"meta": meta, "export": export_dir, "results": results, "state": state, "run": run, "cache": cache,
+            "stats": stats}
 
 
 def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
@@ -393,6 +439,7 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, Any]:
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train) or use "
                                     "--mode=zeroshot")
         workdir_lib.check_config(workdir, config, mode="eval")
+        compile_cache.setup(config, workdir)
         run = build_run(config, training=False)
         ensure_synthetic(config)
         ckpts = ckpt_lib.Checkpoints(workdir)
@@ -414,6 +461,7 @@ def evaluate_zeroshot(config: Any, workdir: str) -> dict[str, Any]:
     workdir = workdir_lib.prepare(workdir)
     with _locked(workdir):
         registry.get_spec(config.model.name).check_zeroshot()
+        compile_cache.setup(config, workdir)
         run = build_run(config, training=False)
         if not config.model.init:
             log.warning("zeroshot with a randomly initialised model: set model.init to a converted folder")

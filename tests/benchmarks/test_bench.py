@@ -109,16 +109,56 @@ def test_gpu_check_scripts_parse():
         subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", script)], check=True)
     bad = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--only", "nope"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown step nope" in bad.stderr
+    assert bad.returncode == 2 and "unknown row nope" in bad.stderr
+
+
+def test_gpu_check_rows_are_the_suite_rows(tmp_path):
+    from medvlsm_jax.bench import suite
+
+    text = open(os.path.join(ROOT, "benchmarks", "gpu_check.sh")).read()
+    listed = text.split("ROWS=(", 1)[1].split(")", 1)[0].split()
+    assert listed == [r.name for r in suite.rows_for(suite.GPU, str(tmp_path), str(tmp_path), dry=False)]
+    assert listed[:2] == ["frozen-bf16", "full-bf16"]  # the bf16 train steps vs PyTorch AMP first
+
+
+def _wheel(folder, dist, version, module):
+    """A minimal pure-Python wheel of ``dist`` holding ``module.py``."""
+    import zipfile
+
+    path = os.path.join(folder, f"{dist}-{version}-py3-none-any.whl")
+    info = f"{dist}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{module}.py", "PROBE = 1\n")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return path
 
 
 @pytest.mark.skipif(not _has_torch(), reason="the dry run imports torch as the GPU run does")
-def test_gpu_check_dry_run_on_cpu():
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    import tarfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(str(wheels), "gpucheck_probe", "1.0", "gpucheck_probe")  # missing here: installed
+    _wheel(str(wheels), "numpy", "0.0.1", "numpy_impostor")  # numpy is installed: skipped
+    archive = tmp_path / "w.tar.xz"
+    with tarfile.open(archive, "w:xz") as t:
+        t.add(wheels, arcname=".")
+    site, out = tmp_path / "site", tmp_path / "out"
     proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--dry-run", "--only",
-                           "clipseg-inference", "--python", sys.executable],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "frozen-bf16", "--python", sys.executable, "--wheels", str(archive), "--site", str(site),
+                           "--out", str(tmp_path / "results")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OUT": str(out)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "clipseg_inference.json" in proc.stdout and "| clipseg | inference | torch |" in proc.stdout
+    assert "installing 1 missing distributions" in proc.stdout
+    assert (site / "gpucheck_probe.py").exists() and not (site / "numpy_impostor.py").exists()
+    assert "| clipseg | frozen | flax | bfloat16 |" in proc.stdout and "| clipseg | frozen | torch-amp |" in proc.stdout
+    with tarfile.open(out / "gpu_check.tar.gz") as t:
+        names = t.getnames()
+    assert any(n.endswith("suite.md") for n in names) and any(n.endswith("suite_rows.jsonl") for n in names)
+    assert (out / "suite.md").exists()
 
 
 def test_peak_table_lookup():

@@ -52,7 +52,9 @@ def test_encode_decode_equals_call(model):
 def test_vision_tower_stops_at_deepest_extracted_layer():
     cfg = tiny()
     m = CLIPSeg(cfg, rngs=nnx.Rngs(0))
-    assert len(m.clip.vision_model.encoder.layers) == max(cfg.extract_layers) + 1 < cfg.vision_layers
+    enc = m.clip.vision_model.encoder
+    assert enc.depth == max(cfg.extract_layers) + 1 < cfg.vision_layers
+    assert enc.layers.self_attn.q_proj.kernel.shape[0] == enc.depth  # one stacked (scanned) block
     with pytest.raises(ValueError, match="go deeper"):
         CLIPSeg(cfg.__class__(**{**cfg.to_dict(), "extract_layers": (1, 9)}), rngs=nnx.Rngs(0))
 

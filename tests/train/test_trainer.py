@@ -67,7 +67,7 @@ def test_cache_gives_the_same_training_as_encoding_every_step(cached_run, tiny_d
     assert plain["cache"] is None
     for a, b in zip(_leaves(cached["state"]), _leaves(plain["state"]), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert plain["meta"]["history"] == [{**h, "seconds": p["seconds"]} for h, p in
+    assert plain["meta"]["history"] == [{**h, "seconds": p["seconds"], "compile_s": p["compile_s"]} for h, p in
                                         zip(cached["meta"]["history"], plain["meta"]["history"])]
 
 
