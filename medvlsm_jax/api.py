@@ -67,11 +67,6 @@ class Segmenter:
 
     @property
     def takes_text(self) -> bool:
-        """False for image-only models (the CNN baselines): no tokenizer, no prompts."""
-        return self.preprocessing.text is not None
-
-    @property
-    def takes_text(self) -> bool:
         """Whether the model is conditioned on a prompt (its contract has a text spec)."""
         return self.contract.text is not None
 

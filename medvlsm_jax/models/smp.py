@@ -396,4 +396,5 @@ for _name, _cls in FAMILIES.items():
         variants={"base": _cfg, "tiny": _tiny},
         contract=input_contract,
         threshold=0.5,
+        zeroshot=False,  # a segmentation network with no prompt: only ever evaluated after training
     ))
