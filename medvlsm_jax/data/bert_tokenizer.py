@@ -12,7 +12,9 @@ hub):
 * ``tokenizer_config.json`` for ``do_lower_case``, ``strip_accents``,
   ``tokenize_chinese_chars``, the special tokens and ``model_max_length``.
 
-No bundled vocabulary exists: converted BiomedCLIPSeg folders carry theirs under ``tokenizer/``.
+Converted BiomedCLIPSeg folders carry their vocabulary under ``tokenizer/``. The only bundled one
+is the small demo vocabulary of the tiny variant (``medvlsm_jax/assets/bert_demo``, made by
+``tools/make_demo_vocab.py``), for the quick start and tests.
 The interface is :class:`medvlsm_jax.data.tokenizers.ClipTokenizer`'s.
 """
 

@@ -42,6 +42,7 @@ records which one a folder holds. Zero-shot segmentation is not defined for eith
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any
 
 import jax
@@ -60,6 +61,7 @@ DECODER_INITS = ("random", "clipseg")
 # medvlsm taps hidden_states[i + 1] of a list without the embedding entry for CLIPSeg's 3/6/9
 MEDVLSM_EXTRACT_LAYERS = (4, 7, 10)
 CORRECTED_EXTRACT_LAYERS = (3, 6, 9)
+DEMO_VOCAB = pathlib.Path(__file__).resolve().parents[1] / "assets" / "bert_demo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,10 @@ class BiomedCLIPSegConfig:
     text_pooler: str = "cls_last_hidden_state_pooler"
     text_proj: str = "mlp"
     context_length: int = 256
+    # the tokenizer folder when no converted folder gives one: "" none (a converted model folder's
+    # tokenizer/ is required), "demo": the small bundled vocabulary of the tiny variant
+    # (medvlsm_jax/assets/bert_demo, made by tools/make_demo_vocab.py), else a folder path
+    vocab: str = ""
     # decoder: CLIPSeg rd64-refined
     extract_layers: tuple[int, ...] = MEDVLSM_EXTRACT_LAYERS  # 0-based ViT blocks tapped
     reduce_dim: int = 64
@@ -142,11 +148,13 @@ def corrected() -> BiomedCLIPSegConfig:
 
 def tiny() -> BiomedCLIPSegConfig:
     """The same structure at a few hundred thousand parameters (plus the BERT-size vocabulary
-    table) for tests and the CPU demo; 224² inputs like the full model."""
+    table) for tests and the CPU demo; 224² inputs like the full model; the bundled demo
+    vocabulary unless a converted folder brings its own."""
     return BiomedCLIPSegConfig(
         vision_width=32, vision_layers=5, vision_heads=2, vision_mlp_dim=64, embed_dim=32,
         text_width=32, text_layers=2, text_heads=2, text_intermediate_size=64, max_position_embeddings=256,
         extract_layers=(2, 3, 4), reduce_dim=16, decoder_heads=2, decoder_intermediate_size=32,
+        vocab="demo",
     )
 
 
@@ -500,8 +508,11 @@ class BiomedCLIPSeg(nnx.Module):
 
 def input_contract(cfg: BiomedCLIPSegConfig) -> InputContract:
     """medvlsm's BiomedCLIPSeg inputs: the ViT's fixed ``image_size`` (224²), CLIP mean/std, BERT
-    WordPiece with ``context_length`` (256) tokens; the vocabulary is the converted folder's."""
-    return InputContract((cfg.image_size, cfg.image_size), CLIP_MEAN, CLIP_STD, TextSpec("bert", cfg.context_length))
+    WordPiece with ``context_length`` (256) tokens; the vocabulary is the converted folder's (else
+    ``cfg.vocab``'s)."""
+    vocab = str(DEMO_VOCAB) if cfg.vocab == "demo" else (cfg.vocab or None)
+    return InputContract((cfg.image_size, cfg.image_size), CLIP_MEAN, CLIP_STD,
+                         TextSpec("bert", cfg.context_length, vocab=vocab))
 
 
 SPEC = register(ModelSpec(

@@ -67,5 +67,18 @@ def test_zeroshot_refused_and_vocabulary_required(tiny_data_dir, init_folder, tm
         loop.evaluate_zeroshot(_config(tiny_data_dir, init_folder), str(tmp_path))
     c = _config(tiny_data_dir, init_folder, recipe="paper")
     c.model.init = ""
+    c.model.overrides.vocab = ""  # the full-size model's setting: no vocabulary of its own
     with pytest.raises(DataError, match="no bundled vocabulary"):
         build_run(c)
+
+
+def test_tiny_variant_without_init_uses_the_bundled_demo_vocabulary(tiny_data_dir, init_folder):
+    c = _config(tiny_data_dir, init_folder, recipe="paper")
+    c.model.init = ""
+    run = build_run(c, training=False)
+    assert isinstance(run.tokenizer, BertTokenizer)
+    ids = run.tokenizer(["a pink polyp"])["input_ids"][0]
+    assert 1 not in ids.tolist()  # no [UNK]
+    # with an init folder, the folder's vocabulary wins
+    assert build_run(_config(tiny_data_dir, init_folder), training=False).tokenizer(
+        ["a pink polyp"])["input_ids"][0, :5].tolist() == [2, 5, 41, 42, 3]
