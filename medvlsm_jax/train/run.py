@@ -234,7 +234,7 @@ def _jit_steps(tcfg: Any, input_keys: tuple[str, ...], gd_train: Any, gd_eval: A
         return logits, nnx.state(model, nnx.Not(nnx.Param))
 
     def encode(params, frozen, rest, raw):
-        model = nnx.merge(gd_eval, params, frozen, rest)
+        model = nnx.merge(gd_eval, params, frozen, rest, copy=True)  # fresh Variables at this trace level
         return jax.lax.stop_gradient(model.encode(**{k: raw[k] for k in input_keys}))
 
     def train_step(state: TrainState, frozen, inputs):

@@ -75,8 +75,11 @@ def test_interrupted_pack_resumes_to_the_runs_trained_alone(tiny_data_dir, tmp_p
         assert out["meta"]["step"] == ref["meta"]["step"] and out["meta"]["stop_reason"] == "max_epochs"
         for ho, hr in zip(out["meta"]["history"], ref["meta"]["history"], strict=True):
             keys = ("val_loss", "val_dice") + (("train_loss",) if (k, ho["epoch"]) not in interrupted else ())
+            # The vmapped pack step sums in another order than the lone run's (parameters agree to
+            # ~1e-6, checked below); Dice thresholds logits, so a near-zero logit may flip a pixel.
+            tol = {"val_dice": 5e-3, "val_loss": 1e-4, "train_loss": 1e-5}
             for key in keys:
-                assert ho[key] == pytest.approx(hr[key], abs=1e-5), key
+                assert ho[key] == pytest.approx(hr[key], abs=tol[key]), key
         diff = max(float(np.abs(x - y).max()) for x, y in zip(_params(out["state"]), _params(ref["state"])))
         assert diff < 1e-5
         got = out["results"]["synthetic_polyp"]["per_dataset"]["synthetic_polyp"]["dice"]["mean"]
