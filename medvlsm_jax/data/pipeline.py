@@ -3,13 +3,16 @@
 Order of operations (all deterministic given ``seed``)::
 
     (dataset_id, record index) for each member  -> concatenate (pooled sets)
-    -> shuffle (train) -> pad to full global batches -> repeat(num_epochs)
-    -> read + prompt choice + preprocess (random_map)
+    -> shuffle (train) -> pad to full global batches
+    -> repeat(num_epochs), then read + prompt choice + preprocess (random_map)   [shuffled]
+       read + prompt choice + preprocess (random_map), then repeat(num_epochs)   [in order]
     -> this shard's rows of every global batch -> batch -> tokenize -> IterDataset (-> workers)
 
 Pooled sets concatenate their members and shuffle the union, as the original's
 ``ConcatDataset`` + shuffling ``DataLoader`` do; each example keeps its ``dataset_id``. Shuffling
-and prompt draws are re-seeded per epoch. No split drops examples by default
+and prompt draws are re-seeded per epoch when shuffling (training); an unshuffled loader
+(validation, test) draws each record's prompt once, so a repeated validation loader gives the
+same batches every epoch and a resumed run validates on exactly what the uninterrupted run did. No split drops examples by default
 (``drop_remainder=False``; the original's ``DataLoader`` has ``drop_last=False``): each epoch is
 padded to full global batches, ``ceil(N / (batch * shard_count))``, and padding examples
 have ``valid=False``, ``index=-1`` and ``dataset_id=-1`` (training weights the loss by
@@ -288,9 +291,13 @@ def make_loader(
         pad = steps * global_batch - total
         if pad:
             ds = grain.MapDataset.concatenate([ds, grain.MapDataset.range(pad).map(_pad_item)])
-    if num_epochs != 1:
-        ds = ds.repeat(num_epochs)
-    ds = ds.random_map(_ReadExample(sources, choice, contract, mask_target), seed=seed)
+    read = _ReadExample(sources, choice, contract, mask_target)
+    if shuffle:  # training: prompt draws change every epoch (the iterator state carries them)
+        ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
+        ds = ds.random_map(read, seed=seed)
+    else:  # evaluation: each record's draw is fixed, so every pass (each epoch's validation) is alike
+        ds = ds.random_map(read, seed=seed)
+        ds = ds.repeat(num_epochs, reseed_each_epoch=False) if num_epochs != 1 else ds
     if shard_count > 1:
         ds = _ShardRows(ds, batch_size, shard_index, shard_count)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

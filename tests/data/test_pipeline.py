@@ -137,6 +137,19 @@ def test_list_prompt_drawn_per_example_per_epoch(data):
     assert fixed[0]["prompt"].tolist() == [f"prompt 3 of {i}" for i in fixed[0]["index"]]
 
 
+def test_repeated_eval_loader_gives_the_same_draws_every_pass(data):
+    # the trainer keeps one validation iterator for the run (repeat): a resumed run starts it
+    # afresh, so every pass must be the first pass
+    ld = loader(data, split="val", prompt="p2", batch_size=2, num_epochs=None)
+    it = iter(ld)
+    passes = [[next(it) for _ in range(ld.steps_per_epoch)] for _ in range(3)]
+    once = collect(loader(data, split="val", prompt="p2", batch_size=2))
+    for p in passes:
+        assert [b["prompt"].tolist() for b in p] == [b["prompt"].tolist() for b in once]
+        for b, o in zip(p, once):
+            np.testing.assert_array_equal(b["pixel_values"], o["pixel_values"])
+
+
 def test_random_prompt_on_pooled_all_uses_each_datasets_keys(data):
     batches = collect(loader(data, "pooled_all", "val", "random", batch_size=8))
     ids = np.concatenate([b["dataset_id"] for b in batches])

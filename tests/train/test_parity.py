@@ -143,5 +143,7 @@ def test_four_devices_equal_one(setup):
     assert int(four["devices"]) == 4
     losses, params = flax_steps(init, batches, variant_overrides=overrides)
     np.testing.assert_allclose(four["losses"], losses, rtol=0, atol=1e-6)
-    # same steps, different all-reduce summation order: equal up to float32 rounding
-    assert _max_abs_diff({k: four[k] for k in params}, params) < 1e-5
+    # same steps, different all-reduce summation order: equal up to float32 rounding, which Adam's
+    # normalised step amplifies on leaves with tiny gradients (1.6e-5 seen with the scanned CLIP
+    # blocks); a wrong reduction would be off by the order of a whole step (lr = 1e-3)
+    assert _max_abs_diff({k: four[k] for k in params}, params) < 1e-4
