@@ -53,11 +53,7 @@ _T = "biomedclip.text.transformer."
 
 
 def find_weights(src: str) -> str:
-    for name in WEIGHT_FILES:
-        path = os.path.join(src, name)
-        if os.path.exists(path):
-            return path
-    raise FileNotFoundError(f"{src}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+    return rules.find_weights(src, WEIGHT_FILES)
 
 
 def read_model_cfg(src: str) -> dict[str, Any]:

@@ -69,11 +69,7 @@ def dropped_keys(cfg: CLIPSegConfig) -> list[str]:
 
 
 def find_weights(src: str) -> str:
-    for name in WEIGHT_FILES:
-        path = os.path.join(src, name)
-        if os.path.exists(path):
-            return path
-    raise FileNotFoundError(f"{src}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+    return rules.find_weights(src, WEIGHT_FILES)
 
 
 def load_into(model: CLIPSeg, state_dict: dict, source: str) -> rules.ConversionReport:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 import re
 from typing import Callable, Iterable, Mapping
 
@@ -261,6 +262,16 @@ def convert_state_dict(
 
 # ----------------------------------------------------------------------------------------------
 # Helpers for per-model key maps.
+
+
+def find_weights(src: str, names: Iterable[str]) -> str:
+    """The first of ``names`` present in folder ``src`` (a family's preferred order)."""
+    names = tuple(names)
+    for name in names:
+        path = os.path.join(src, name)
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"{src}: no weights found (looked for {', '.join(names)})")
 
 
 def strip_prefix(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -30,6 +30,8 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import WordPiece
 
+from medvlsm_jax.data.tokenizers import read_json, token_content
+
 DEFAULT_MAX_LENGTH = 256  # BiomedCLIP's context length
 # transformers stores "no limit" as int(1e30) in ``model_max_length``.
 _HF_UNLIMITED_LENGTH = int(1e30)
@@ -39,22 +41,11 @@ _SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "
              "mask_token": "[MASK]"}
 
 
-def _token_content(value: Any) -> str | None:
-    return value.get("content") if isinstance(value, dict) else value
-
-
-def _read_json(path: pathlib.Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
-
-
 def _read_config(folder: pathlib.Path) -> dict[str, Any]:
     config_file, map_file = folder / _CONFIG_FILE, folder / _SPECIAL_TOKENS_MAP_FILE
-    config = _read_json(config_file) if config_file.is_file() else {}
+    config = read_json(config_file) if config_file.is_file() else {}
     if map_file.is_file():
-        for key, value in _read_json(map_file).items():
+        for key, value in read_json(map_file).items():
             config.setdefault(key, value)
     return config
 
@@ -117,7 +108,7 @@ class BertTokenizer:
             configured = config.get("model_max_length")
             usable = isinstance(configured, int) and configured < _HF_UNLIMITED_LENGTH
             max_length = configured if usable else DEFAULT_MAX_LENGTH
-        specials = {k: _token_content(config.get(k)) or v for k, v in _SPECIALS.items()}
+        specials = {k: token_content(config.get(k)) or v for k, v in _SPECIALS.items()}
         tokenizer_file, vocab_file = folder / "tokenizer.json", folder / "vocab.txt"
         if tokenizer_file.is_file():
             try:

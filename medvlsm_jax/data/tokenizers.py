@@ -90,12 +90,13 @@ def pre_tokenize(text: str) -> list[str]:
             for word in _BYTE_LEVEL_SPLIT.findall(piece)]
 
 
-def _token_content(value: Any) -> str | None:
+def token_content(value: Any) -> str | None:
     """A special token from a HF config: a plain string or a serialised ``AddedToken`` dict."""
     return value.get("content") if isinstance(value, dict) else value
 
 
-def _read_json(path: pathlib.Path) -> Any:
+def read_json(path: pathlib.Path) -> Any:
+    """A tokenizer folder's JSON file; invalid JSON is a one-line error naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -196,7 +197,7 @@ class ClipTokenizer:
         vocab, merges = _read_vocab_and_merges(folder)
         config = _read_config(folder)
         for key, expected in (("bos_token", BOS_TOKEN), ("eos_token", EOS_TOKEN)):
-            found = _token_content(config.get(key, expected))
+            found = token_content(config.get(key, expected))
             if found != expected:
                 raise ValueError(f"{folder}: {key} is {found!r}, CLIP expects {expected!r}")
         if max_length is None:
@@ -205,7 +206,7 @@ class ClipTokenizer:
             max_length = configured if usable else DEFAULT_MAX_LENGTH
         if pad_id is None:
             pad_id = config.get(_PAD_ID_KEY)
-        pad_token = _token_content(config.get("pad_token")) or EOS_TOKEN
+        pad_token = token_content(config.get("pad_token")) or EOS_TOKEN
         return cls(vocab, merges, max_length=max_length, pad_token=pad_token, pad_id=pad_id)
 
     def save(self, path: str | pathlib.Path) -> None:
@@ -333,7 +334,7 @@ def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
 def _read_vocab_and_merges(folder: pathlib.Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     if vocab_file.is_file() and merges_file.is_file():
-        vocab = _read_json(vocab_file)
+        vocab = read_json(vocab_file)
         lines = merges_file.read_text(encoding="utf-8").split("\n")
         merges = [_parse_merge(line, f"{merges_file}:{number}")
                   for number, line in enumerate(lines, start=1)
@@ -342,7 +343,7 @@ def _read_vocab_and_merges(folder: pathlib.Path) -> tuple[dict[str, int], list[t
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise FileNotFoundError(f"{folder}: no vocab.json + merges.txt and no tokenizer.json")
-    model = _read_json(tokenizer_file).get("model", {})
+    model = read_json(tokenizer_file).get("model", {})
     if model.get("type") != "BPE" or model.get("end_of_word_suffix") != END_OF_WORD:
         raise ValueError(f"{tokenizer_file}: not a CLIP BPE model (model.type "
                          f"{model.get('type')!r}, end_of_word_suffix "
@@ -354,7 +355,7 @@ def _read_vocab_and_merges(folder: pathlib.Path) -> tuple[dict[str, int], list[t
 
 def _read_config(folder: pathlib.Path) -> dict[str, Any]:
     config_file, map_file = folder / _CONFIG_FILE, folder / _SPECIAL_TOKENS_MAP_FILE
-    config = _read_json(config_file) if config_file.is_file() else {}
+    config = read_json(config_file) if config_file.is_file() else {}
     if map_file.is_file() and "added_tokens_decoder" not in config:
-        config.update(_read_json(map_file))
+        config.update(read_json(map_file))
     return config

@@ -55,6 +55,7 @@ import numpy as np
 from flax import nnx
 
 from medvlsm_jax.models.contract import CLIP_MEAN, CLIP_STD, InputContract, TextSpec
+from medvlsm_jax.models.resnet import ReLU, Sequential  # torch's nn.Sequential / nn.ReLU, shared
 from medvlsm_jax.models.registry import ModelSpec, register
 from medvlsm_jax.ops.resize import resize
 
@@ -155,20 +156,6 @@ def _batch_norm(n: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 def _layer_norm(n: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return nnx.LayerNorm(n, epsilon=_EPS, use_fast_variance=False, rngs=rngs)
-
-
-class Sequential(nnx.List):
-    """``nn.Sequential``: applies its items in turn; items keep torch's indices in the key path."""
-
-    def __call__(self, x):
-        for layer in self:
-            x = layer(x)
-        return x
-
-
-class ReLU(nnx.Module):
-    def __call__(self, x):
-        return jax.nn.relu(x)
 
 
 class Upsample2x(nnx.Module):
