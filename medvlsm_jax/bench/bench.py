@@ -16,7 +16,14 @@ Modes (the real steps of :mod:`medvlsm_jax.train.run`, built with ``build_run``)
 * ``inference`` — the model's forward (eval mode), jitted over a data-parallel mesh;
 * ``frozen`` — the paper-faithful CLIPSeg finetune step: the trainer's jitted ``encode`` of the
   frozen encoders followed by its train step on the decoder (no feature cache);
-* ``full`` — the full finetune step (every parameter trained; CRIS's paper recipe).
+* ``full`` — the full finetune step (every parameter trained; CRIS's paper recipe, the CNNs' only
+  training mode: ``frozen`` rows of models in ``TRAINS_WHOLE`` are skipped with the reason).
+
+Inputs: :func:`make_batch` builds each model's batch from its resolved input contract (image
+size, CLIP or BERT ids of the contract's length with an attention mask, or pixels only for an
+image-only model); both sides are fed the same arrays, recorded per row as ``inputs``.
+PyTorch references: ``REFERENCES`` (CLIPSeg: transformers; BiomedCLIPSeg: medvlsm's module on
+open_clip; Unet/UnetPlusPlus/DeepLabV3Plus: segmentation_models_pytorch).
 
 Every row: compile time apart, median img/s of waited-for steps on a device-resident batch,
 spread, FLOPs per image (XLA cost analysis), MFU (see :mod:`medvlsm_jax.bench.harness`), memory.
