@@ -269,6 +269,7 @@ def test_help_lists_only_public_commands():
     from medvlsm_jax.bench import bench
 
     text = bench.parser().format_help()
-    assert "SUPPRESS" not in text and "{models,data,epoch,curves}" in text and "worker " not in text
+    assert "SUPPRESS" not in text and "worker " not in text
+    assert "{models,compile,data,epoch,curves,processes,headline,suite}" in text
     args = bench.worker_parser().parse_args(["{}", "rows.json"])  # the internal command still parses
     assert args.rows_out == "rows.json" and args.func is bench.cmd_worker
