@@ -16,7 +16,14 @@ Modes (the real steps of :mod:`medvlsm_jax.train.run`, built with ``build_run``)
 * ``inference`` — the model's forward (eval mode), jitted over a data-parallel mesh;
 * ``frozen`` — the paper-faithful CLIPSeg finetune step: the trainer's jitted ``encode`` of the
   frozen encoders followed by its train step on the decoder (no feature cache);
-* ``full`` — the full finetune step (every parameter trained; CRIS's paper recipe).
+* ``full`` — the full finetune step (every parameter trained; CRIS's paper recipe, the CNNs' only
+  training mode: ``frozen`` rows of models in ``TRAINS_WHOLE`` are skipped with the reason).
+
+Inputs: :func:`make_batch` builds each model's batch from its resolved input contract (image
+size, CLIP or BERT ids of the contract's length with an attention mask, or pixels only for an
+image-only model); both sides are fed the same arrays, recorded per row as ``inputs``.
+PyTorch references: ``REFERENCES`` (CLIPSeg: transformers; BiomedCLIPSeg: medvlsm's module on
+open_clip; Unet/UnetPlusPlus/DeepLabV3Plus: segmentation_models_pytorch).
 
 Every row: compile time apart, median img/s of waited-for steps on a device-resident batch,
 spread, FLOPs per image (XLA cost analysis), MFU (see :mod:`medvlsm_jax.bench.harness`), memory.
@@ -51,8 +58,23 @@ from medvlsm_jax.config import load_config
 MODES = ("inference", "frozen", "full")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 # models with a PyTorch reference: module providing torch_model / reference_step / TRAIN_OVERRIDES
-REFERENCES = {"clipseg": "medvlsm_jax.bench.bench_clipseg"}
-SEQ_LEN, BOS, EOS = 77, 49406, 49407
+# (and optionally SKIPPED_MODES: {mode: why there is no reference row}); ``module:family`` binds
+# ``torch_model``'s ``family`` argument (one module for several families)
+REFERENCES = {"clipseg": "medvlsm_jax.bench.bench_clipseg",
+              "biomedclipseg": "medvlsm_jax.bench.bench_biomedclipseg",
+              "unet": "medvlsm_jax.bench.bench_smp:unet",
+              "unetpp": "medvlsm_jax.bench.bench_smp:unetpp",
+              "deeplabv3plus": "medvlsm_jax.bench.bench_smp:deeplabv3plus"}
+# families trained whole by their recipe (configs/cnn.py: freeze_encoder=False): no ``frozen`` rows
+TRAINS_WHOLE = ("unet", "unetpp", "deeplabv3plus")
+FROZEN_SKIP = "trains whole (medvlsm's CNN recipe: freeze_encoder=False); see the full rows"
+# run configs not named after the family (configs/<name>.py:<arg>)
+CONFIG_NAMES = {m: f"cnn:model={m}" for m in TRAINS_WHOLE}
+# token ids of the synthetic prompts: CLIP BPE (bos, eos = padding) and BERT WordPiece (BiomedBERT's
+# [PAD] 0, [CLS] 2, [SEP] 3, first word id 5)
+CLIP_BOS, CLIP_EOS = 49406, 49407
+BERT_PAD, BERT_CLS, BERT_SEP, BERT_FIRST_WORD = 0, 2, 3, 5
+PROMPT_WORDS = 5
 # subcommands with their own options, handled by another module's main(argv)
 DELEGATED = {"curves": "medvlsm_jax.bench.curves", "processes": "medvlsm_jax.bench.bench_processes",
              "headline": "medvlsm_jax.bench.headline", "suite": "medvlsm_jax.bench.suite"}
@@ -81,30 +103,87 @@ class Spec:
 # --------------------------------------------------------------------------- inputs and configs
 
 
-def make_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random normalised NHWC images, 77-token prompts (bos, 5 words, eos, eos padding), masks."""
+def make_batch(batch: int, contract: Any, seed: int = 0, vocab_size: int | None = None) -> dict[str, np.ndarray]:
+    """A random batch as the model's resolved input contract (:class:`~medvlsm_jax.models.contract.InputContract`)
+    asks: normalised NHWC images of ``contract.image_size``, binary masks, and for a text model
+    ``input_ids`` / ``attention_mask`` of ``contract.text.max_length`` tokens — CLIP BPE (bos, 5 words,
+    eos, then the contract's padding id or eos) or BERT WordPiece ([CLS], 5 words, [SEP], then
+    padding). Image-only models get ``pixel_values`` (and ``mask``) only. Word ids are drawn below
+    ``vocab_size`` (the model config's, when it has one)."""
     rng = np.random.default_rng(seed)
-    ids = np.full((batch, SEQ_LEN), EOS, np.int32)
-    ids[:, 0] = BOS
-    ids[:, 1:6] = rng.integers(1, BOS, (batch, 5))
-    return {"pixel_values": rng.standard_normal((batch, size, size, 3), dtype=np.float32),
-            "input_ids": ids,
-            "attention_mask": (np.arange(SEQ_LEN) < 7).astype(np.int32)[None].repeat(batch, 0),
-            "mask": (rng.random((batch, size, size)) > 0.5).astype(np.float32)}
+    h, w = contract.image_size
+    out = {"pixel_values": rng.standard_normal((batch, h, w, 3), dtype=np.float32)}
+    text = contract.text
+    if text is not None:
+        n = text.max_length
+        if text.kind == "clip":
+            first, last, pad, start, end = 1, CLIP_BOS, CLIP_EOS if text.pad_id is None else text.pad_id, CLIP_BOS, CLIP_EOS
+        elif text.kind == "bert":
+            first, last, pad, start, end = BERT_FIRST_WORD, 30522, BERT_PAD if text.pad_id is None else text.pad_id, \
+                BERT_CLS, BERT_SEP
+        else:
+            raise ValueError(f"no synthetic prompts for tokenizer kind {text.kind!r}")
+        last = min(last, vocab_size or last)
+        length = min(PROMPT_WORDS + 2, n)
+        ids = np.full((batch, n), pad, np.int32)
+        ids[:, 0] = start
+        ids[:, 1:length - 1] = rng.integers(first, last, (batch, length - 2))
+        ids[:, length - 1] = end
+        out["input_ids"] = ids
+        out["attention_mask"] = (np.arange(n) < length).astype(np.int32)[None].repeat(batch, 0)
+    out["mask"] = (rng.random((batch, h, w)) > 0.5).astype(np.float32)
+    return out
+
+
+def model_contract(model: str, variant: str, size: int = 0) -> Any:
+    """The resolved input contract of ``model``'s ``variant`` at ``size`` (0: the family's default)."""
+    from medvlsm_jax.models import registry
+
+    spec = registry.get_spec(model)
+    return spec.resolve_contract(spec.config(variant), size or None)
+
+
+def model_batch(model: str, variant: str, batch: int, size: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`make_batch` for ``model``'s contract (word ids below its config's ``vocab_size``)."""
+    from medvlsm_jax.models import registry
+
+    cfg = registry.get_spec(model).config(variant)
+    return make_batch(batch, model_contract(model, variant, size), seed, getattr(cfg, "vocab_size", None))
+
+
+def reference(model: str) -> Any:
+    """``model``'s PyTorch reference module (``REFERENCES``), ``torch_model`` bound to its family
+    for a ``module:family`` entry."""
+    import functools
+    import types
+
+    module_name, _, family = REFERENCES[model].partition(":")
+    module = importlib.import_module(module_name)
+    if not family:
+        return module
+    ns = types.SimpleNamespace(**{k: getattr(module, k) for k in dir(module) if not k.startswith("__")})
+    ns.torch_model = functools.partial(module.torch_model, family=family)
+    return ns
+
+
+def _inputs(data: dict[str, Any]) -> dict[str, list[int]]:
+    """The shapes of the arrays a step was fed (recorded in each row)."""
+    return {k: list(np.shape(v)) for k, v in data.items()}
 
 
 def train_config(model: str, variant: str, mode: str, batch: int, size: int, dtype: str,
                  overrides: dict[str, Any] | None = None) -> Any:
     """The family's paper recipe for ``mode`` (the reference's optimiser when it has one), with
     ``overrides`` of the model config (e.g. ``scan_layers``, ``attention``)."""
-    c = load_config(f"{model}:variant={variant}")
+    name = CONFIG_NAMES.get(model, model)
+    c = load_config(f"{name}{',' if ':' in name else ':'}variant={variant}")
     for k, v in (overrides or {}).items():
         c.model.overrides[k] = v
     c.data.image_size = size or 0  # 0: the family's contract size
     c.model.freeze_encoder = mode == "frozen"
     c.train.update(batch_size=batch, cache="off", progress=False, mixed_precision=dtype == "bfloat16")
     if model in REFERENCES:
-        c.train.update(**importlib.import_module(REFERENCES[model]).TRAIN_OVERRIDES)
+        c.train.update(**reference(model).TRAIN_OVERRIDES)
     return c
 
 
@@ -147,6 +226,7 @@ def flax_inference(config: Any, batch: dict[str, np.ndarray], count: bool = True
     state = jax.device_put(state, rep)
     inputs = shd.put_batch({k: batch[k] for k in keys}, bat)
     c = harness.compile_jax(jax.jit(forward, in_shardings=(rep, bat), out_shardings=bat), state, inputs, flops=count)
+    c.inputs = _inputs(inputs)
     return lambda: c.fn(state, inputs), [c]
 
 
@@ -156,7 +236,7 @@ def flax_train(config: Any, batch: dict[str, np.ndarray], count: bool = True
     from medvlsm_jax.train import sharding as shd
     from medvlsm_jax.train.run import build_run
 
-    run = build_run(config)
+    run = build_run(config, tokenizer=False)
     state = run.init_state
     raw = shd.put_batch({k: batch[k] for k in run.contract.input_keys}, run.batch_sharding)
     feed = {"mask": shd.put_batch(batch["mask"], run.batch_sharding)}
@@ -168,6 +248,7 @@ def flax_train(config: Any, batch: dict[str, np.ndarray], count: bool = True
     else:
         feed.update(raw)
     step = harness.compile_jax(run.steps.train, state, run.frozen, feed, flops=count)
+    step.inputs = {**_inputs(raw), **_inputs({"mask": feed["mask"]})}
     compiled.append(step)
 
     def train_step():
@@ -205,13 +286,16 @@ def flax_row(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> dict[
     key = {**_row_key(spec, model, mode, dtype, batch, size), "impl": "flax"}
     if dtype == "bfloat16" and "dtype" not in _config_fields(model):
         return {**key, "skipped": f"{model} has no compute-dtype option"}
+    if mode == "frozen" and model in TRAINS_WHOLE:
+        return {**key, "skipped": FROZEN_SKIP}
     config = train_config(model, spec.variant, mode, batch, size, dtype, spec.overrides)
-    data = make_batch(batch, size)
+    data = model_batch(model, spec.variant, batch, size)
 
     def measure():
         step, compiled = (flax_inference if mode == "inference" else flax_train)(config, data)
         times = harness.time_steps(step, batch=batch, warmup=spec.warmup, iters=spec.iters)
         out = harness.summarize_jax(times, compiled, batch=batch, dtype=dtype, n_devices=jax.device_count())
+        out["inputs"] = compiled[-1].inputs
         if spec.profile_dir:
             from medvlsm_jax.bench import profile
 
@@ -227,26 +311,33 @@ def torch_rows(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> lis
     """The PyTorch reference of ``model`` on one device: eager (+ torch.compile), AMP for bf16."""
     import torch
 
-    ref = importlib.import_module(REFERENCES[model])
+    ref = reference(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_float32_matmul_precision("high")  # TF32 on GPU, like JAX's default matmul precision
     size = spec.size or _default_size(model)
-    data = make_batch(batch, size)
+    data = model_batch(model, spec.variant, batch, size)
+    contract = model_contract(model, spec.variant, size)
+    fed = {k: data[k] for k in (*contract.input_keys, *(("mask",) if mode != "inference" else ()))}
     amp = dtype == "bfloat16"
+    skipped = (FROZEN_SKIP if mode == "frozen" and model in TRAINS_WHOLE
+               else getattr(ref, "SKIPPED_MODES", {}).get(mode))
     rows = []
     for compiled in ((True,) if spec.torch_compile == "only" else (False, True) if spec.torch_compile else (False,)):
         impl = "torch" + ("-compile" if compiled else "") + ("-amp" if amp else "")
         key = {**_row_key(spec, model, mode, dtype, batch, size), "devices": 1, "impl": impl}
         key.pop("overrides", None)  # model config switches of the Flax side
+        if skipped:
+            rows.append({**key, "skipped": skipped})
+            continue
 
         def measure():
-            step = ref.reference_step(ref.torch_model(spec.variant, device), mode, data, device=device, amp=amp,
+            step = ref.reference_step(ref.torch_model(spec.variant, device), mode, fed, device=device, amp=amp,
                                       compile_model=compiled)
             t0 = time.perf_counter()
             step()  # torch.compile compiles here
             first_s = time.perf_counter() - t0
             out = harness.time_torch(step, batch=batch, warmup=max(spec.warmup - 1, 0), iters=spec.iters)
-            return {**out, "first_step_s": first_s}
+            return {**out, "first_step_s": first_s, "inputs": _inputs(fed)}
         rows.append(_measure(key, measure))
     return rows
 
@@ -482,7 +573,7 @@ def compile_rows(models: list[str], variant: str, modes: list[str], batch: int, 
     rows = []
     for model in models:
         sz = size or _default_size(model)
-        data = make_batch(batch, sz)
+        data = model_batch(model, variant, batch, sz)
         for dtype in (DTYPES[d] for d in dtypes):
             for mode in modes:
                 for scan in scans:
@@ -499,7 +590,7 @@ def compile_rows(models: list[str], variant: str, modes: list[str], batch: int, 
                                "executables": [round(c.compile_s, 2) for c in compiled],
                                "executables_cpu": [round(c.compile_cpu_s, 2) for c in compiled]}
                         if mode != "inference":  # the eval step the trainer validates with
-                            run = build_run(config)
+                            run = build_run(config, tokenizer=False)
                             inputs = shd_inputs(run, data)
                             ev = harness.compile_jax(run.steps.eval, run.init_state.params, run.frozen,
                                                      run.init_state.rest, inputs, flops=False)

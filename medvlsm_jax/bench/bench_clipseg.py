@@ -66,10 +66,12 @@ def torch_model(variant: str, device: str, seed: int = 0):
 def _torch_batch(batch: dict[str, np.ndarray], device: str) -> dict[str, Any]:
     import torch
 
-    return {"pixel_values": torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy()).to(device),
-            "input_ids": torch.from_numpy(batch["input_ids"].astype(np.int64)).to(device),
-            "attention_mask": torch.from_numpy(batch["attention_mask"].astype(np.int64)).to(device),
-            "mask": torch.from_numpy(batch["mask"]).to(device)}
+    out = {"pixel_values": torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy()).to(device),
+           "input_ids": torch.from_numpy(batch["input_ids"].astype(np.int64)).to(device),
+           "attention_mask": torch.from_numpy(batch["attention_mask"].astype(np.int64)).to(device)}
+    if "mask" in batch:  # training
+        out["mask"] = torch.from_numpy(batch["mask"]).to(device)
+    return out
 
 
 def _autocast(device: str, amp: bool):

@@ -105,10 +105,10 @@ def worker(spec: dict[str, Any], out: str, coordinator: str | None, n: int | Non
 
     config = bench.train_config(spec["model"], spec["variant"], "frozen" if spec["mode"] == "frozen" else "full",
                                 spec["batch"], spec["size"], "float32")
-    run = build_run(config)
+    run = build_run(config, tokenizer=False)
     block, blocks = shd.process_block(run.mesh)
     b = spec["batch"] // blocks
-    data = bench.make_batch(spec["batch"], run.contract.image_size[0])
+    data = bench.make_batch(spec["batch"], run.contract, vocab_size=getattr(run.model_cfg, "vocab_size", None))
     local = {k: v[block * b:(block + 1) * b] for k, v in data.items()}
     raw = shd.put_batch({k: local[k] for k in run.contract.input_keys}, run.batch_sharding)
     feed = {"mask": shd.put_batch(local["mask"], run.batch_sharding)}

@@ -147,6 +147,7 @@ class Compiled:
     compiled_flops: float | None = None  # the compiled executable's own count (x devices), for comparison
     lower_s: float = 0.0  # of compile_s, the tracing + lowering
     compile_cpu_s: float = 0.0  # CPU seconds of this process over the lower + compile (robust to a busy host)
+    inputs: dict[str, list[int]] | None = None  # shapes of the batch arrays the step is fed (bench rows record them)
 
 
 def _cost_flops(analysis: Any) -> float | None:

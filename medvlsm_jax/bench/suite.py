@@ -155,7 +155,7 @@ def attention_numerics(variant: str, size: int, batch: int) -> dict[str, Any]:
     from medvlsm_jax.models import registry
 
     spec = registry.get_spec("clipseg")
-    data = bench.make_batch(batch, size)
+    data = bench.model_batch("clipseg", variant, batch, size)
     inputs = {k: data[k] for k in ("pixel_values", "input_ids", "attention_mask")}
     out: dict[str, Any] = {"variant": variant, "size": size, "batch": batch, "backend": jax.default_backend()}
     logits = {}

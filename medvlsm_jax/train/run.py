@@ -184,8 +184,10 @@ def _trainable_filter(prefixes: tuple[str, ...], freeze_encoder: bool) -> Callab
     return trainable
 
 
-def build_run(config: Any, *, training: bool = True) -> Run:
-    """Validates ``config``, builds the model, optimiser, mesh and jitted steps."""
+def build_run(config: Any, *, training: bool = True, tokenizer: bool = True) -> Run:
+    """Validates ``config``, builds the model, optimiser, mesh and jitted steps; ``tokenizer=False``
+    leaves ``Run.tokenizer`` None (callers that feed token ids themselves, e.g. the benchmarks:
+    a BERT model needs no vocabulary folder then)."""
     validate_config(config, training=training)
     spec = registry.get_spec(config.model.name)
     mcfg = model_config(config)
@@ -213,7 +215,7 @@ def build_run(config: Any, *, training: bool = True) -> Run:
     threshold = config.eval.threshold if config.eval.threshold >= 0 else spec.threshold
     steps = _jit_steps(config.train, contract.input_keys, graphdef_train, graphdef_eval, tx, float(threshold), mesh)
     return Run(config=config, spec=spec, model_cfg=mcfg, contract=contract,
-               tokenizer=make_tokenizer(contract.text) if contract.text is not None else None,
+               tokenizer=make_tokenizer(contract.text) if tokenizer and contract.text is not None else None,
                threshold=float(threshold), encoder_frozen=frozen_enc, graphdef_train=graphdef_train,
                graphdef_eval=graphdef_eval, frozen=frozen, init_state=state, tx=tx, plateau=plateau, mesh=mesh,
                steps=steps)

@@ -87,6 +87,71 @@ def test_pytorch_rows_and_ratios(tiny_run):
         assert r[f"vs_{impl}"] == pytest.approx(r["img_per_s"] / ref[(r["mode"], impl)]["img_per_s"])
 
 
+def _has(*modules: str) -> bool:
+    try:
+        for m in modules:
+            __import__(m)
+    except ImportError:
+        return False
+    return True
+
+
+def test_make_batch_follows_the_contract():
+    """Inputs come from each model's resolved contract: CLIP BPE 77 tokens at 352² (CLIPSeg),
+    BERT WordPiece 256 tokens at 224² (BiomedCLIPSeg), pixels only for the image-only CNNs."""
+    clip = bench.model_batch("clipseg", "tiny", 2)
+    assert clip["pixel_values"].shape == (2, 352, 352, 3) and clip["input_ids"].shape == (2, 77)
+    assert (clip["input_ids"][:, 0] == bench.CLIP_BOS).all() and (clip["input_ids"][:, 6:] == bench.CLIP_EOS).all()
+    bert = bench.model_batch("biomedclipseg", "tiny", 2)
+    assert bert["pixel_values"].shape == (2, 224, 224, 3) and bert["input_ids"].shape == (2, 256)
+    ids, mask = bert["input_ids"], bert["attention_mask"]
+    assert (ids[:, 0] == bench.BERT_CLS).all() and (ids[:, 6] == bench.BERT_SEP).all() and (ids[:, 7:] == 0).all()
+    assert (mask.sum(1) == 7).all() and ((ids[:, 1:6] >= bench.BERT_FIRST_WORD) & (ids[:, 1:6] < 30522)).all()
+    cnn = bench.model_batch("unet", "tiny", 2, size=64)
+    assert set(cnn) == {"pixel_values", "mask"} and cnn["pixel_values"].shape == (2, 64, 64, 3)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """Tiny BiomedCLIPSeg (its contract's 224², inference + frozen) and tiny Unet (64², inference +
+    frozen + full), Flax and PyTorch, one iteration each."""
+    out = str(tmp_path_factory.mktemp("bench_refs"))
+    common = ["--variant", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--dtypes", "fp32", "--torch",
+              "--out", out]
+    bench.main(["models", "--models", "biomedclipseg", "--modes", "inference,frozen", "--name", "biomed", *common])
+    bench.main(["models", "--models", "unet", "--size", "64", "--modes", "inference,frozen,full", "--name", "cnn",
+                *common])
+    return _load(out, "biomed")[0]["rows"] + _load(out, "cnn")[0]["rows"]
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not _has("torch", "transformers", "open_clip", "timm", "segmentation_models_pytorch"),
+                    reason="needs the torch extra with open_clip, timm and segmentation_models_pytorch")
+def test_biomedclipseg_and_cnn_rows_side_by_side(reference_run):
+    rows = {(r["model"], r["mode"], r["impl"]): r for r in reference_run}
+    measured = [("biomedclipseg", "inference"), ("biomedclipseg", "frozen"), ("unet", "inference"), ("unet", "full")]
+    for model, mode in measured:
+        flax, ref = rows[(model, mode, "flax")], rows[(model, mode, "torch")]
+        assert "error" not in flax and "error" not in ref, (flax, ref)
+        assert flax["img_per_s"] > 0 and ref["img_per_s"] > 0
+        assert flax["vs_torch"] == pytest.approx(flax["img_per_s"] / ref["img_per_s"])
+        # both sides were fed the same contract-shaped batch (+ masks for a train step)
+        assert flax["inputs"] == ref["inputs"], (flax["inputs"], ref["inputs"])
+    text = {"pixel_values": [2, 224, 224, 3], "input_ids": [2, 256], "attention_mask": [2, 256]}
+    assert rows[("biomedclipseg", "inference", "flax")]["inputs"] == text
+    assert rows[("biomedclipseg", "frozen", "torch")]["inputs"] == {**text, "mask": [2, 224, 224]}
+    assert rows[("unet", "inference", "torch")]["inputs"] == {"pixel_values": [2, 64, 64, 3]}  # no input_ids
+    assert rows[("unet", "full", "flax")]["inputs"] == {"pixel_values": [2, 64, 64, 3], "mask": [2, 64, 64]}
+    # the medvlsm recipes on the Flax side: BiomedCLIPSeg released (AdamW, soft Dice), CNNs Adam + tuned Dice
+    assert rows[("biomedclipseg", "frozen", "flax")]["train"] == {
+        "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-3, "grad_clip": 0.5, "loss": "paper_faithful"}
+    assert rows[("unet", "full", "flax")]["train"] == {
+        "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 0.5, "loss": "tuned_dice"}
+    # CNNs train whole: no frozen rows, on either side, with the reason
+    for impl in ("flax", "torch"):
+        assert "trains whole" in rows[("unet", "frozen", impl)]["skipped"]
+
+
 def test_device_scaling_with_two_simulated_devices(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "medvlsm_jax.bench.bench", "models", *TINY, "--batch", "4", "--modes", "inference",
@@ -204,6 +269,7 @@ def test_help_lists_only_public_commands():
     from medvlsm_jax.bench import bench
 
     text = bench.parser().format_help()
-    assert "SUPPRESS" not in text and "{models,data,epoch,curves}" in text and "worker " not in text
+    assert "SUPPRESS" not in text and "worker " not in text
+    assert "{models,compile,data,epoch,curves,processes,headline,suite}" in text
     args = bench.worker_parser().parse_args(["{}", "rows.json"])  # the internal command still parses
     assert args.rows_out == "rows.json" and args.func is bench.cmd_worker

@@ -5,14 +5,14 @@ from a registered BiomedCLIP model config whose ``hf_model_name`` is a local fol
 ``BertConfig`` (timm ViT + transformers BERT), saved in open_clip's folder format and loaded back
 by open_clip (``local-dir:``) inside :class:`MedvlsmBiomedCLIPSeg`, medvlsm's module reconstructed
 line for line (with transformers' CLIPSeg decoder, as medvlsm uses it). Every LayerNorm scale and
-bias and every bias is randomised (fresh ones are identities/zeros and would hide bugs).
+bias and every bias is randomised (fresh ones are identities/zeros and would hide bugs). The module
+and its builders live in :mod:`medvlsm_jax.bench.bench_biomedclipseg` (the benchmark times the same
+reference).
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -22,188 +22,16 @@ transformers = pytest.importorskip("transformers")
 open_clip = pytest.importorskip("open_clip")
 pytestmark = pytest.mark.torch
 
-from open_clip import factory as open_clip_factory  # noqa: E402
-from open_clip.hf_model import ClsPooler  # noqa: E402
 from flax import nnx  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import CLIPSegConfig, CLIPSegForImageSegmentation  # noqa: E402
 
 import medvlsm_jax  # noqa: E402
+# the reference and its builders live with the benchmark, which times the same module
+from medvlsm_jax.bench.bench_biomedclipseg import (  # noqa: E402
+    RD64, MedvlsmBiomedCLIPSeg, build_open_clip, clipseg_folder, randomise_norms_and_biases,
+    sane_decoder)
 from medvlsm_jax.cli import convert as convert_cli  # noqa: E402
 
 PROMPTS = ["a polyp", "one medium pink round polyp, located in the top left of the image"]
-WORDS = ("a one two medium small large pink red round oval polyp polyps located in at the top bottom left right "
-         "of image tumor lesion , .").split()
-
-
-# ---------------------------------------------------------------------------------------------
-# medvlsm's module
-
-
-class MedvlsmBiomedCLIPSeg(nn.Module):
-    """medvlsm ``src/models/biomedclipseg.py`` (naamiinepal/medvlsm@dc36a3a), line for line.
-
-    Only the model sources change: ``biomedclip_hf_api`` is an open_clip ``local-dir:`` folder and
-    ``clipseg_hf_api`` a local CLIPSeg folder instead of hub names.
-    """
-
-    def __init__(self, biomedclip_hf_api: str, clipseg_hf_api: str, freeze_encoder: bool = True,
-                 freeze_decoder: bool = False, rand_init_decoder: bool = True):
-        super().__init__()
-        self.biomedclip = open_clip.create_model(biomedclip_hf_api)
-        self.clip_seg_config = CLIPSegConfig.from_pretrained(clipseg_hf_api)
-        if rand_init_decoder:
-            self.decoder = CLIPSegForImageSegmentation(self.clip_seg_config).decoder
-        else:
-            self.decoder = CLIPSegForImageSegmentation.from_pretrained(clipseg_hf_api).decoder
-        self.biomedclip.requires_grad_(not freeze_encoder)
-        self.decoder.requires_grad_(not freeze_decoder)
-
-    def _forward_vit(self, x, output_hidden_states: bool = True):
-        ViT = self.biomedclip.visual.trunk  # noqa: N806
-        x = ViT.patch_embed(x)
-        x = ViT._pos_embed(x)
-        x = ViT.norm_pre(x)
-        hidden_states = []
-        for i, block in enumerate(ViT.blocks):
-            x = block(x)
-            hidden_states.append(x)
-        x = ViT.norm(x)
-        if ViT.global_pool:
-            x = x[:, ViT.num_prefix_tokens:].mean(dim=1) if ViT.global_pool == "avg" else x[:, 0]
-        x = ViT.fc_norm(x)
-        x = ViT.head(x)
-        # Linear Projection: 768 -> 512
-        x = self.biomedclip.visual.head(x)
-        if output_hidden_states:
-            return x, hidden_states
-        else:
-            return x
-
-    def _forward_bert(self, x, attention_mask: Optional[torch.LongTensor] = None, output_hidden_states: bool = False):
-        bert = self.biomedclip.text
-        if attention_mask is None:
-            attention_mask = (x != bert.config.pad_token_id).long()
-        out = bert.transformer(input_ids=x, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
-        pooled_out = bert.pooler(out, attention_mask)
-        projected = bert.proj(pooled_out)
-        seq_len = out.last_hidden_state.shape[1]
-        tokens = (
-            out.last_hidden_state[:, torch.arange(seq_len) != bert.pooler.cls_token_position, :]
-            if type(bert.pooler) == ClsPooler  # noqa: E721
-            else out.last_hidden_state
-        )
-        if bert.output_tokens:
-            return projected, tokens
-        if output_hidden_states:
-            return projected, out.hidden_states
-        else:
-            return projected
-
-    def get_conditional_embeddings(self, batch_size: int, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        if len(input_ids) != batch_size:
-            raise ValueError("Make sure to pass as many prompt texts as there are query images")
-        return self._forward_bert(input_ids, attention_mask=attention_mask, output_hidden_states=False)
-
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        with torch.inference_mode():
-            pooled_output, hidden_states = self._forward_vit(pixel_values, output_hidden_states=True)
-            # we add +1 here as the hidden states also include the initial embeddings
-            activations = [hidden_states[i + 1] for i in self.clip_seg_config.extract_layers]
-        conditional_embeddings = self.get_conditional_embeddings(
-            batch_size=pixel_values.shape[0], input_ids=input_ids, attention_mask=attention_mask)
-        decoder_outputs = self.decoder(activations, conditional_embeddings)
-        logits = decoder_outputs.logits
-        return logits[:, None]
-
-
-# ---------------------------------------------------------------------------------------------
-# building the reference folders
-
-
-def randomise_norms_and_biases(module: nn.Module, seed: int) -> None:
-    """Every LayerNorm scale/bias and every bias random; the class token random too (timm sets
-    it to 1e-6 * N(0, 1))."""
-    gen = torch.Generator().manual_seed(seed)
-    rand = lambda p, std: torch.randn(p.shape, generator=gen) * std  # noqa: E731
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if isinstance(module.get_submodule(name.rpartition(".")[0]), nn.LayerNorm) and name.endswith("weight"):
-                p.copy_(1.0 + rand(p, 0.2))
-            elif name.endswith("bias"):
-                p.copy_(rand(p, 0.05))
-            elif name.endswith("cls_token"):
-                p.copy_(rand(p, 0.02))
-
-
-def sane_decoder(decoder: nn.Module, seed: int) -> None:
-    """PyTorch's default init for the decoder's Linear/conv weights, then random norms and biases,
-    and a last layer scaled to logits of std ~1. (transformers 5 draws those weights from N(0, 1),
-    which puts the logits in the thousands, where the float32 rounding of the reference itself
-    exceeds the tolerance.)"""
-    torch.manual_seed(seed)
-    for module in decoder.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            module.reset_parameters()
-    randomise_norms_and_biases(decoder, seed + 1)
-    head = decoder.transposed_convolution
-    with torch.no_grad():  # logits of std ~1, so that the tolerance is not loose
-        (head[-1] if isinstance(head, nn.Sequential) else head).weight.mul_(20.0)
-
-
-def write_vocab(folder: pathlib.Path, extra=()) -> None:
-    """A BERT vocabulary: specials first (BiomedBERT's order), letters, continuations, words."""
-    letters = "abcdefghijklmnopqrstuvwxyz0123456789,."
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters),
-              *WORDS, *extra]
-    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in dict.fromkeys(tokens)))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
-
-
-def build_open_clip(tmp: pathlib.Path, name: str, *, timm_model: str, embed_dim: int, bert: dict, seed: int,
-                    safetensors: bool) -> tuple[pathlib.Path, nn.Module]:
-    """An open_clip BiomedCLIP-style model, random, saved as an open_clip folder under ``tmp/src``."""
-    bert_dir = tmp / "bert"
-    transformers.BertConfig(**bert).save_pretrained(bert_dir)
-    model_cfg = {
-        "embed_dim": embed_dim,
-        "vision_cfg": {"timm_model_name": timm_model, "timm_model_pretrained": False, "timm_pool": "",
-                       "timm_proj": "linear", "image_size": 224},
-        "text_cfg": {"hf_model_name": str(bert_dir), "hf_tokenizer_name": str(bert_dir), "hf_proj_type": "mlp",
-                     "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256},
-    }
-    open_clip_factory._MODEL_CONFIGS[name] = model_cfg
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False)
-    randomise_norms_and_biases(model, seed + 1)
-    src = tmp / "src"
-    src.mkdir()
-    (src / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": model_cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
-    }))
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, src / "open_clip_model.safetensors")
-    else:
-        torch.save(model.state_dict(), src / "open_clip_pytorch_model.bin")
-    write_vocab(src)
-    return src, model
-
-
-def clipseg_folder(path: pathlib.Path, *, vision_hidden: int, projection_dim: int, seed: int, **decoder) -> None:
-    """A transformers CLIPSeg folder whose decoder has the given shape (small CLIP towers: only
-    ``decoder.*`` is read); see :func:`sane_decoder`."""
-    cfg = CLIPSegConfig(
-        text_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
-        vision_config={"hidden_size": vision_hidden, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "intermediate_size": 32, "image_size": 224, "patch_size": 16},
-        projection_dim=projection_dim, extract_layers=[3, 6, 9], use_complex_transposed_convolution=True, **decoder)
-    torch.manual_seed(seed)
-    model = CLIPSegForImageSegmentation(cfg)
-    sane_decoder(model.decoder, seed + 1)
-    model.save_pretrained(path)
 
 
 def reference_outputs(ref: MedvlsmBiomedCLIPSeg, px: np.ndarray, tok: dict) -> dict[str, np.ndarray]:
@@ -268,7 +96,6 @@ def _inputs(seg, seed: int):
 # full size: BiomedCLIP (ViT-B/16 + BERT-base) + the rd64-refined decoder (BiomedCLIPSeg-D)
 
 BERT_BASE = {}  # BertConfig defaults are BERT-base (= BiomedBERT-base: 30522 tokens, 12 x 768)
-RD64 = dict(reduce_dim=64, decoder_num_attention_heads=4, decoder_intermediate_size=2048, conditional_layer=0)
 
 
 @pytest.fixture(scope="module")
