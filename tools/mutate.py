@@ -9,7 +9,10 @@ that copy, restores the file and reports:
 * ``caught``  — the named tests failed (pytest exit status 1, or 2/3/4 errors);
 * ``MISSED``  — the named tests passed with the bug planted;
 * ``PATTERN NOT FOUND`` / ``PATTERN NOT UNIQUE`` — the code drifted: update the row (never
-  counted as caught).
+  counted as caught);
+* ``MUTATION INVALID`` — the mutated file does not compile (e.g. a replacement at the wrong
+  indentation), ``NOT COLLECTED`` — the named tests could not be collected (an id that no
+  longer exists, or a mutation that fails at import): fix the row (neither counts as caught).
 
 The checkout itself is never modified. Not part of CI (it reruns test files once per row):
 
@@ -51,8 +54,8 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
      "import IMAGENET_MEAN, IMAGENET_STD,", "import CLIP_MEAN as IMAGENET_MEAN, CLIP_STD as IMAGENET_STD,",
      ["tests/data/test_normalisation_constants.py"]),
     ("5", "medvlsm_jax/train/loop.py",
-     "state, meta, data_state = restored\n",
-     "state, meta, data_state = restored\n        state = state.replace(schedule=run.init_state.schedule)\n",
+     "            state, meta, data_state = restored\n",
+     "            state, meta, data_state = restored\n            state = state.replace(schedule=run.init_state.schedule)\n",
      [f"{PLUMB}::test_plateau_early_stopping_and_best_checkpoint_with_a_resume"]),
     ("6", "medvlsm_jax/train/cache.py",
      "int(i), str(p))", "int(i))",
@@ -93,10 +96,24 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
      "return self.LayerNorm(_apply(self.dropout, self.dense(x)) + residual)",
      "return self.LayerNorm(_apply(self.dropout, self.dense(x))) + residual",
      ["tests/conversion/test_biomedclipseg_conversion.py::test_tiny_medvlsm_checkpoints_parity"]),
-    # ---- CNN family (TODO, lead): rows in the same form when it lands, e.g.
-    # ("C1", "medvlsm_jax/models/<cnn>.py", "<BatchNorm momentum/eps>", "<torch default swapped>", [...]),
-    # ("C2", "medvlsm_jax/models/<cnn>.py", "<encoder skip index>", "<off by one>", [...]),
-    # ("C3", "medvlsm_jax/models/<cnn>.py", "<ImageNet mean/std import>", "<CLIP mean/std>", [...]),
+    # ---- CNN family (issue 12)
+    ("C1", "medvlsm_jax/models/resnet.py",
+     "(1 - m) * var * (n / (n - 1))", "(1 - m) * var",  # torch keeps the unbiased variance
+     ["tests/conversion/test_smp_conversion.py::test_train_step_matches_smp"]),
+    ("C2", "medvlsm_jax/models/smp.py",
+     "method=\"bilinear\",\n                      align_corners=True)", "method=\"bilinear\",\n                      align_corners=False)",
+     ["tests/conversion/test_smp_conversion.py::test_tiny_logits_match_smp"]),
+    ("C3", "medvlsm_jax/models/smp.py",
+     "InputContract((256, 256), IMAGENET_MEAN, IMAGENET_STD, text=None)",
+     "InputContract((256, 256), IMAGENET_STD, IMAGENET_MEAN, text=None)",
+     ["tests/data/test_normalisation_constants.py"]),
+    ("C4", "medvlsm_jax/models/smp.py",
+     "zeroshot=False,", "zeroshot=True,",
+     ["tests/train/test_cnn_training.py::test_zero_shot_is_refused_for_a_cnn"]),
+    # ---- the run-long validation iterator (a resumed run validates as the uninterrupted one)
+    ("V1", "medvlsm_jax/data/pipeline.py",
+     "ds.repeat(num_epochs, reseed_each_epoch=False)", "ds.repeat(num_epochs)",
+     ["tests/data/test_pipeline.py::test_repeated_eval_loader_gives_the_same_draws_every_pass"]),
 ]
 
 
@@ -153,12 +170,23 @@ def main(argv: list[str] | None = None) -> int:
             if count != 1:
                 status, secs, tail = ("PATTERN NOT FOUND" if count == 0 else f"PATTERN NOT UNIQUE ({count})"), 0.0, ""
             else:
-                target.write_text(text.replace(pat, rep))
+                mutated = text.replace(pat, rep)
+                try:  # a mutation that does not even compile proves nothing about the tests
+                    compile(mutated, str(target), "exec") if path.endswith(".py") else None
+                except SyntaxError as err:
+                    results.append((mid, "MUTATION INVALID"))
+                    print(f"{mid:>3}  {'MUTATION INVALID':<20} {0:6.0f}s  {path}  [{err}]", flush=True)
+                    continue
+                target.write_text(mutated)
                 try:
                     rc, secs, tail = _pytest(tree, tests, args.timeout)
                 finally:
                     target.write_text(text)
-                status = ("caught" if rc in (1, 2, 3, 4) else "MISSED" if rc == 0 else "TIMEOUT" if rc == -1 else f"rc={rc}")
+                if rc in (2, 4) and "found no collectors" in tail:  # a missing test id, or an import error
+                    status = "NOT COLLECTED"
+                else:
+                    status = ("caught" if rc in (1, 2, 3, 4) else "MISSED" if rc == 0 else "TIMEOUT" if rc == -1
+                              else f"rc={rc}")
             results.append((mid, status))
             print(f"{mid:>3}  {status:<20} {secs:6.0f}s  {path}  [{tail}]", flush=True)
     caught = sum(s == "caught" for _, s in results)

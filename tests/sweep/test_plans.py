@@ -98,3 +98,17 @@ def test_bad_plan_and_bad_override_fail_clearly(tmp_path):
         _expand("nope", tmp_path)
     with pytest.raises(KeyError, match="no field 'train.nope'"):
         _expand("zeroshot", tmp_path, sets=("train.nope=1",), models=("clipseg",), datasets=("busi",))
+
+
+@pytest.mark.parametrize("table", ["MODELS", "SMOKE_MODELS"])
+def test_plan_entries_agree_with_the_model_registry(table):
+    """A plan's zeroshot / text flags are the family's own (ModelSpec.zeroshot, its contract's text
+    spec): the plans never schedule a zero-shot run the trainer refuses, nor prompts for a CNN."""
+    from medvlsm_jax.config import load_config
+    from medvlsm_jax.models import registry
+
+    for name, entry in getattr(plans, table).items():
+        c = load_config(f"{entry.config}:{entry.arg}" if entry.arg else entry.config)
+        spec = registry.get_spec(c.model.name)
+        assert entry.zeroshot == spec.zeroshot, name
+        assert entry.text == (spec.resolve_contract(spec.config("tiny")).text is not None), name
