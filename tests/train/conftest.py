@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 
@@ -58,3 +59,11 @@ def tiny_config(data_dir: str, **train):
     c.train.update(**train)
     c.eval.update(batch_size=4, hd95=True, write_masks=True)
     return c
+
+
+def monai11(module: str = "monai"):
+    """MONAI 1.1 (medvlsm's version; later versions changed DiceCE and Dice on one channel), else skip."""
+    monai = pytest.importorskip("monai")
+    if not monai.__version__.startswith("1.1."):
+        pytest.skip(f"MONAI {monai.__version__} installed; the reference is MONAI 1.1 (pip install monai==1.1.0)")
+    return importlib.import_module(module)

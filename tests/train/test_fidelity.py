@@ -14,7 +14,7 @@ import pytest
 from medvlsm_jax.config import load_config
 from medvlsm_jax.train import loop, losses
 from medvlsm_jax.train.run import build_run
-from tests.train.conftest import SIZES, tiny_config
+from tests.train.conftest import SIZES, tiny_config, monai11
 
 
 def test_validation_dice_scores_the_soft_target(tiny_data_dir):
@@ -74,7 +74,7 @@ def test_cris_released_recipe_is_monai_dicece_1_02():
     kw = {"dice_weight": released.dice_weight, "bce_weight": released.bce_weight}
     got = losses.batch_loss(released.loss, jnp.asarray(x), jnp.asarray(y), **kw)
     assert float(got) == pytest.approx(1.0 * dice.mean() + 0.2 * 0.0, rel=1e-5)  # CE term: log_softmax of 1 channel
-    monai_losses = pytest.importorskip("monai.losses")
+    monai_losses = monai11("monai.losses")
     torch = pytest.importorskip("torch")
     ref = monai_losses.DiceCELoss(lambda_dice=1.0, lambda_ce=0.2)(torch.sigmoid(torch.from_numpy(x))[:, None],
                                                                    torch.from_numpy(y)[:, None])
