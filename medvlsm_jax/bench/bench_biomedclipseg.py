@@ -30,7 +30,6 @@ Modes, as medvlsm runs them:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import pathlib
@@ -39,6 +38,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from medvlsm_jax.bench import torch_steps
 from medvlsm_jax.bench.bench_clipseg import GRAD_CLIP, LR, WEIGHT_DECAY, soft_dice
 
 # the released recipe's optimiser (medvlsm configs/model/biomed_clipseg.yaml + scripts/default_configs.py)
@@ -337,30 +337,18 @@ def frozen_forward(model, pixel_values, input_ids, attention_mask):
     return model.decoder(activations, cond).logits[:, None]
 
 
-def _torch_batch(batch: dict[str, np.ndarray], device: str) -> dict[str, Any]:
-    import torch
-
-    out = {"pixel_values": torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy()).to(device),
-           "input_ids": torch.from_numpy(batch["input_ids"].astype(np.int64)).to(device),
-           "attention_mask": torch.from_numpy(batch["attention_mask"].astype(np.int64)).to(device)}
-    if "mask" in batch:  # training
-        out["mask"] = torch.from_numpy(batch["mask"]).to(device)
-    return out
-
-
 def reference_step(model, mode: str, batch: dict[str, np.ndarray], *, device: str, amp: bool,
                    compile_model: bool = False) -> Callable[[], Any]:
     """A zero-argument PyTorch step of ``mode`` (inference | frozen) on ``batch``."""
     import torch
 
-    t = _torch_batch(batch, device)
-    cast = lambda: torch.autocast(device, dtype=torch.bfloat16) if amp else contextlib.nullcontext()  # noqa: E731
+    t = torch_steps.to_torch(batch, device)
     fwd = torch.compile(model) if compile_model else model
     if mode == "inference":
         model.eval()
 
         def infer():
-            with torch.inference_mode(), cast():
+            with torch.inference_mode(), torch_steps.autocast(device, amp):
                 return fwd(t["pixel_values"], t["input_ids"], t["attention_mask"])
         return infer
     if mode != "frozen":
@@ -372,13 +360,5 @@ def reference_step(model, mode: str, batch: dict[str, np.ndarray], *, device: st
     step_fwd = lambda: frozen_forward(model, t["pixel_values"], t["input_ids"], t["attention_mask"])  # noqa: E731
     if compile_model:
         step_fwd = torch.compile(step_fwd)
-
-    def train_step():
-        with cast():
-            loss = soft_dice(step_fwd()[:, 0], t["mask"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        opt.step()
-        return loss
-    return train_step
+    return torch_steps.train_step(lambda: soft_dice(step_fwd()[:, 0], t["mask"]), params, opt,
+                                  grad_clip=GRAD_CLIP, device=device, amp=amp)

@@ -24,10 +24,11 @@ tapped block (10 of 12 for rd64-refined): that is part of the measured differenc
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Any, Callable
 
 import numpy as np
+
+from medvlsm_jax.bench import torch_steps
 
 # the released recipe's optimiser (medvlsm configs/model/clipseg.yaml, Lightning clipping);
 # ``TRAIN_OVERRIDES`` gives the Flax trainer the same one for the side-by-side train steps
@@ -63,23 +64,6 @@ def torch_model(variant: str, device: str, seed: int = 0):
     return transformers.CLIPSegForImageSegmentation(hf_config(variant)).to(device)
 
 
-def _torch_batch(batch: dict[str, np.ndarray], device: str) -> dict[str, Any]:
-    import torch
-
-    out = {"pixel_values": torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy()).to(device),
-           "input_ids": torch.from_numpy(batch["input_ids"].astype(np.int64)).to(device),
-           "attention_mask": torch.from_numpy(batch["attention_mask"].astype(np.int64)).to(device)}
-    if "mask" in batch:  # training
-        out["mask"] = torch.from_numpy(batch["mask"]).to(device)
-    return out
-
-
-def _autocast(device: str, amp: bool):
-    import torch
-
-    return torch.autocast(device, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-
-
 def soft_dice(logits, mask):
     """MONAI ``DiceLoss`` defaults on ``sigmoid(logits)``, per example, averaged (the paper-faithful loss)."""
     p = logits.float().sigmoid()
@@ -101,14 +85,13 @@ def reference_step(model, mode: str, batch: dict[str, np.ndarray], *, device: st
     """A zero-argument PyTorch step of ``mode`` (inference | frozen | full) on ``batch``."""
     import torch
 
-    t = _torch_batch(batch, device)
-    cast = lambda: _autocast(device, amp)
+    t = torch_steps.to_torch(batch, device)
     if mode == "inference":
         model.eval()
         fwd = torch.compile(model) if compile_model else model
 
         def infer():
-            with torch.inference_mode(), cast():
+            with torch.inference_mode(), torch_steps.autocast(device, amp):
                 return fwd(pixel_values=t["pixel_values"], input_ids=t["input_ids"],
                            attention_mask=t["attention_mask"]).logits
         return infer
@@ -126,16 +109,7 @@ def reference_step(model, mode: str, batch: dict[str, np.ndarray], *, device: st
     loss_of = lambda: soft_dice(forward(), t["mask"])
     if compile_model:
         loss_of = torch.compile(loss_of)
-
-    def train_step():
-        with cast():
-            loss = loss_of()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        opt.step()
-        return loss
-    return train_step
+    return torch_steps.train_step(loss_of, params, opt, grad_clip=GRAD_CLIP, device=device, amp=amp)
 
 
 def main(argv: list[str] | None = None) -> None:

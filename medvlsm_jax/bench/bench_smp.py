@@ -24,12 +24,13 @@ Modes, as medvlsm runs the CNNs (``configs/cnn.py``, the released recipe):
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 from typing import Any, Callable
 
 import numpy as np
+
+from medvlsm_jax.bench import torch_steps
 
 LR, GRAD_CLIP = 1e-3, 0.5
 TRAIN_OVERRIDES = {"optimizer": "adam", "lr": LR, "weight_decay": 0.0, "grad_clip": GRAD_CLIP, "loss": "tuned_dice"}
@@ -100,30 +101,21 @@ def reference_step(model, mode: str, batch: dict[str, np.ndarray], *, device: st
     for training, masks: the CNNs take no prompt)."""
     import torch
 
-    x = torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy()).to(device)
-    cast = lambda: torch.autocast(device, dtype=torch.bfloat16) if amp else contextlib.nullcontext()  # noqa: E731
+    t = torch_steps.to_torch(batch, device)
+    x = t["pixel_values"]
     fwd = torch.compile(model) if compile_model else model
     if mode == "inference":
         model.eval()
 
         def infer():
-            with torch.inference_mode(), cast():
+            with torch.inference_mode(), torch_steps.autocast(device, amp):
                 return fwd(x)
         return infer
     if mode != "full":
         raise ValueError(f"no CNN reference for mode {mode!r}: {SKIPPED_MODES.get(mode, 'unknown mode')}")
-    y = torch.from_numpy(batch["mask"]).to(device)
     model.train()
     model.requires_grad_(True)
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=LR)
-
-    def train_step():
-        with cast():
-            loss = tuned_dice(fwd(x)[:, 0], y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        opt.step()
-        return loss
-    return train_step
+    return torch_steps.train_step(lambda: tuned_dice(fwd(x)[:, 0], t["mask"]), params, opt,
+                                  grad_clip=GRAD_CLIP, device=device, amp=amp)
