@@ -54,6 +54,7 @@ from flax import nnx
 
 from medvlsm_jax.bench import harness
 from medvlsm_jax.config import load_config
+from medvlsm_jax.models import registry
 
 MODES = ("inference", "frozen", "full")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -135,20 +136,11 @@ def make_batch(batch: int, contract: Any, seed: int = 0, vocab_size: int | None 
     return out
 
 
-def model_contract(model: str, variant: str, size: int = 0) -> Any:
-    """The resolved input contract of ``model``'s ``variant`` at ``size`` (0: the family's default)."""
-    from medvlsm_jax.models import registry
-
-    spec = registry.get_spec(model)
-    return spec.resolve_contract(spec.config(variant), size or None)
-
-
 def model_batch(model: str, variant: str, batch: int, size: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
     """:func:`make_batch` for ``model``'s contract (word ids below its config's ``vocab_size``)."""
-    from medvlsm_jax.models import registry
-
     cfg = registry.get_spec(model).config(variant)
-    return make_batch(batch, model_contract(model, variant, size), seed, getattr(cfg, "vocab_size", None))
+    return make_batch(batch, registry.default_contract(model, variant, size or None), seed,
+                      getattr(cfg, "vocab_size", None))
 
 
 def reference(model: str) -> Any:
@@ -189,15 +181,10 @@ def train_config(model: str, variant: str, mode: str, batch: int, size: int, dty
 
 def _default_size(model: str) -> int:
     """The family's contract size (its base variant)."""
-    from medvlsm_jax.models import registry
-
-    spec = registry.get_spec(model)
-    return spec.resolve_contract(spec.config("base")).image_size[0]
+    return registry.default_contract(model).image_size[0]
 
 
 def _config_fields(model: str) -> set[str]:
-    from medvlsm_jax.models import registry
-
     return {f.name for f in dataclasses.fields(registry.get_spec(model).config_cls)}
 
 
@@ -207,7 +194,6 @@ def _config_fields(model: str) -> set[str]:
 def flax_inference(config: Any, batch: dict[str, np.ndarray], count: bool = True
                    ) -> tuple[Callable, list[harness.Compiled]]:
     """The model's eval-mode forward, jitted over the data mesh."""
-    from medvlsm_jax.models import registry
     from medvlsm_jax.train import run as run_lib
     from medvlsm_jax.train import sharding as shd
 
@@ -316,7 +302,7 @@ def torch_rows(spec: Spec, model: str, mode: str, dtype: str, batch: int) -> lis
     torch.set_float32_matmul_precision("high")  # TF32 on GPU, like JAX's default matmul precision
     size = spec.size or _default_size(model)
     data = model_batch(model, spec.variant, batch, size)
-    contract = model_contract(model, spec.variant, size)
+    contract = registry.default_contract(model, spec.variant, size)
     fed = {k: data[k] for k in (*contract.input_keys, *(("mask",) if mode != "inference" else ()))}
     amp = dtype == "bfloat16"
     skipped = (FROZEN_SKIP if mode == "frozen" and model in TRAINS_WHOLE
